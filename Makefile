@@ -1,0 +1,31 @@
+# The two commands a new user runs: `make demo` and `make test`. Each sets up .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.densevision-installed
+
+.PHONY: demo demo-det test lint install clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/densevision demo
+
+demo-det: $(STAMP)
+	$(VENV)/bin/densevision demo detection
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check densevision tests tools
+
+test: $(STAMP) lint
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)
