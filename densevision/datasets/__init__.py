@@ -1,0 +1,1 @@
+"""Datasets, transforms presets, data modules and the generated embedded datasets."""

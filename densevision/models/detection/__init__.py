@@ -1,0 +1,1 @@
+"""Detection models: DenseNet-FPN backbones on torchvision's detectors."""

@@ -1,0 +1,1 @@
+"""Necks: feature pyramid over the backbone feature dict."""

@@ -1,0 +1,1 @@
+"""Segmentation models: FC-DenseNet (Tiramisu) and the Tiramisu decoder on DenseNet backbones."""

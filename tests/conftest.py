@@ -1,0 +1,28 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Real data lies beside the repository (../shared/data); CI has it too. DENSEVISION_SHARED_DATA overrides.
+SHARED_DATA = Path(os.environ.get("DENSEVISION_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data``; tests that need it are skipped (with the reason) where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set DENSEVISION_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
