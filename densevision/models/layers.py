@@ -7,7 +7,8 @@ torchvision's ``models/densenet.py`` (``norm1``/``conv1``/``norm2``/``conv2``, `
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
@@ -16,6 +17,22 @@ import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
 NormLayer = Callable[[int], nn.Module]
+
+
+_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@contextlib.contextmanager
+def _frozen_running_stats(module: nn.Module) -> Iterator[None]:
+    """Restore BatchNorm running statistics after the block: a checkpoint's recomputation runs the
+    forward a second time, which must not update them twice."""
+    saved = [(buf, buf.clone()) for name, buf in module.named_buffers() if name.split(".")[-1] in _BN_STATS]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
 
 
 class DenseLayer(nn.Module):
@@ -67,7 +84,12 @@ class DenseLayer(nn.Module):
     def forward(self, inputs: list[Tensor]) -> Tensor:
         """(N, C_i, H, W) maps -> (N, growth_rate, H, W) new maps."""
         if self.memory_efficient and torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-            out = cp.checkpoint(self._first_stage, *inputs, use_reentrant=False)
+            out = cp.checkpoint(
+                self._first_stage,
+                *inputs,
+                use_reentrant=False,
+                context_fn=lambda: (contextlib.nullcontext(), _frozen_running_stats(self)),
+            )
         else:
             out = self._first_stage(*inputs)
         if self.has_bottleneck:

@@ -42,7 +42,7 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
             f"containers, and loading it could run code (weights_only=True). Re-save only the "
             f"state dict (torch.save(model.state_dict(), path)). Details: {str(err).splitlines()[0]}"
         ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # torch.load raises many types (IndexError, RuntimeError...) on junk
         raise WeightsError(f"{path}: not a PyTorch checkpoint or state dict ({err})") from err
     return _unwrap_state_dict(obj, path)
 
@@ -72,6 +72,7 @@ def load_state_dict_strict(
         WeightsError: keys are missing or unexpected, or a tensor's shape differs from the model's.
     """
     expected = model.state_dict()
+    state_dict = _reconcile_batch_counters(state_dict, expected)
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     mismatched = [
@@ -92,6 +93,20 @@ def load_state_dict_strict(
             + ". Check that the file was saved from the same architecture and options."
         )
     model.load_state_dict(state_dict, strict=True)
+
+
+def _reconcile_batch_counters(
+    state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """BatchNorm's ``num_batches_tracked`` counter is bookkeeping, not weights: files saved before it
+    existed (old torchvision DenseNets) lack it, and ``FrozenBatchNorm2d`` has none. Keep the model's own
+    counter where the file has none and drop the file's where the model has none."""
+    counter = "num_batches_tracked"
+    reconciled = {k: v for k, v in state_dict.items() if not k.endswith(counter) or k in expected}
+    for key, value in expected.items():
+        if key.endswith(counter) and key not in reconciled:
+            reconciled[key] = value
+    return reconciled
 
 
 def _preview(items: list[str], limit: int = 6) -> str:

@@ -217,7 +217,7 @@ def _init_weights(model: nn.Module) -> None:
 
 
 _LEGACY_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 _DOWNLOAD_NAMES = {"default", "imagenet", "imagenet1k_v1", "pretrained", "true"}
 
@@ -263,7 +263,7 @@ def load_densenet_weights(model: DenseNet, weights: str | Path) -> None:
         state["features.conv0.weight"] = adapt_input_conv(state["features.conv0.weight"], model.in_chans)
     has_file_classifier = "classifier.weight" in state
     if model.classifier is None or (
-        has_file_classifier and state["classifier.weight"].shape != model.classifier.weight.shape
+        has_file_classifier and state["classifier.weight"].shape[0] != model.num_classes
     ):
         if model.classifier is not None:
             warnings.warn(
