@@ -6,6 +6,8 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn, optim
 
+from densevision.callbacks import StopOnNonFiniteLoss
+
 
 def default_optimizer(params) -> optim.Optimizer:
     """AdamW, lr 1e-3, weight decay 1e-4."""
@@ -31,6 +33,10 @@ class BaseTask(LightningModule):
         self.model = model
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+
+    def configure_callbacks(self):
+        """Callbacks every task needs whatever the config says: stop on a non-finite loss."""
+        return [StopOnNonFiniteLoss()]
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(p for p in self.model.parameters() if p.requires_grad)
