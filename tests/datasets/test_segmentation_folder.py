@@ -18,7 +18,9 @@ def write_sample(root: Path, stem: str, mask: np.ndarray, *, split: str = "train
     rng = np.random.default_rng(len(stem))
     image = rng.integers(0, 256, (*mask.shape, 3), dtype=np.uint8)
     Image.fromarray(image).save(root / split / f"{stem}.png")
-    Image.fromarray(mask.astype(np.uint8), mode="L").convert(mode).save(root / f"{split}annot" / f"{stem}.png")
+    Image.fromarray(mask.astype(np.uint8), mode="L").convert(mode).save(
+        root / f"{split}annot" / f"{stem}.png"
+    )
 
 
 def masks(count: int, shape=(10, 12), num_classes: int = 3) -> list[np.ndarray]:
@@ -63,7 +65,9 @@ def test_missing_mask(tmp_path: Path) -> None:
 def test_size_mismatch(tmp_path: Path) -> None:
     write_sample(tmp_path, "a", masks(1)[0])
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "trainannot" / "a.png")
-    with pytest.raises(SegmentationDataError, match=r"a\.png: size 5x5 \(WxH\) does not match image .* 12x10"):
+    with pytest.raises(
+        SegmentationDataError, match=r"a\.png: size 5x5 \(WxH\) does not match image .* 12x10"
+    ):
         SegmentationFolder(tmp_path, "train", num_classes=3)
 
 
