@@ -1,10 +1,11 @@
 """The embedded segmentation dataset "shapes": generated deterministically from a seed, no download.
 
-Each image has a cluttered background (colour gradient, blurred colour noise, lines and plain-coloured
-distractor polygons, all labelled background) and 2-5 objects whose *class is their texture*: stripes,
-checkerboard, dots or speckle, each with random colours, orientation and scale, on a random shape
-(ellipse, rotated rectangle, triangle, star). Objects overlap (later ones occlude earlier ones), sizes vary
-about 4x, and the image gets sensor noise, so the task needs texture and context, not colour thresholds.
+Each image has a cluttered background (grey-ish colour gradient, blurred colour noise, lines and plain
+distractor polygons of any colour, all labelled background) and 2-5 objects whose class is their texture
+(stripes, checkerboard, dots or speckle; two tones of the class's hue family, random orientation, scale
+and brightness) on a random shape (ellipse, rotated rectangle, polygon, star). Objects overlap (later ones
+occlude earlier ones), sizes vary about 4x, and the image gets sensor noise; the distractors make colour
+alone insufficient.
 
 It is written in the SegNet folder layout (``train/ trainannot/ val/ valannot/ test/ testannot/``) with
 palette PNG masks, so the same loader that reads CamVid reads it.
@@ -12,6 +13,7 @@ palette PNG masks, so the same loader that reads CamVid reads it.
 
 from __future__ import annotations
 
+import colorsys
 import json
 import shutil
 from pathlib import Path
@@ -22,13 +24,19 @@ from PIL import Image
 
 SHAPES_CLASSES = ("background", "stripes", "checker", "dots", "speckle")
 SHAPES_COLORS = ((60, 60, 60), (230, 60, 50), (60, 200, 70), (60, 110, 240), (240, 200, 40))
+# Objects of a class share a hue family, but plain background distractors take any hue: texture decides.
+_CLASS_HUES = (0.0, 0.0, 0.33, 0.62, 0.14)
 SPLITS = ("train", "val", "test")
 _MANIFEST = "shapes.json"
 
 
+def _rgb(hue: float, saturation: float, value: float) -> np.ndarray:
+    return np.asarray(colorsys.hsv_to_rgb(hue % 1.0, saturation, value), dtype=np.float32) * 255
+
+
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    c0, c1 = rng.uniform(30, 225, size=(2, 3))
+    c0, c1 = (_rgb(rng.uniform(), rng.uniform(0, 0.35), rng.uniform(0.25, 0.9)) for _ in range(2))
     angle = rng.uniform(0, 2 * np.pi)
     t = (np.cos(angle) * xx + np.sin(angle) * yy + 1.5) / 3
     image = c0 * (1 - t[..., None]) + c1 * t[..., None]
@@ -38,32 +46,36 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         p0, p1 = rng.integers(0, size, (2, 2))
         color = rng.uniform(0, 255, 3).tolist()
         cv2.line(image, tuple(int(v) for v in p0), tuple(int(v) for v in p1), color, int(rng.integers(1, 3)))
+    # Plain (untextured) distractors in any colour, including the object classes' hues.
     for _ in range(rng.integers(1, 4)):
         distractor = _polygon(rng, size, rng.uniform(0.06, 0.16) * size)
-        cv2.fillPoly(image, [distractor], rng.uniform(0, 255, 3).tolist())
+        color = _rgb(rng.uniform(), rng.uniform(0.5, 1), rng.uniform(0.5, 1))
+        cv2.fillPoly(image, [distractor], color.tolist())
     return image
 
 
 def _texture(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
-    """(size, size, 3) float texture of class ``kind`` (1..4) with random colours, angle and scale."""
+    """(size, size, 3) float texture of class ``kind`` (1..4): the class's pattern in two tones of a hue
+    near the class's hue, with random angle, scale and brightness."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     angle = rng.uniform(0, np.pi)
     u = np.cos(angle) * xx + np.sin(angle) * yy
     v = -np.sin(angle) * xx + np.cos(angle) * yy
     if kind == 1:  # stripes
-        pattern = (np.sin(2 * np.pi * u / rng.uniform(4, 9)) > 0).astype(np.float32)
+        pattern = (np.sin(2 * np.pi * u / rng.uniform(6, 12)) > 0).astype(np.float32)
     elif kind == 2:  # checkerboard
-        cell = rng.uniform(3, 7)
+        cell = rng.uniform(4, 8)
         pattern = ((np.floor(u / cell) + np.floor(v / cell)) % 2).astype(np.float32)
     elif kind == 3:  # dots on a lattice
-        step = rng.uniform(5, 9)
+        step = rng.uniform(7, 11)
         du, dv = (u % step) - step / 2, (v % step) - step / 2
-        pattern = (du**2 + dv**2 < (step * rng.uniform(0.22, 0.32)) ** 2).astype(np.float32)
+        pattern = (du**2 + dv**2 < (step * rng.uniform(0.25, 0.35)) ** 2).astype(np.float32)
     else:  # speckle
-        pattern = cv2.GaussianBlur(rng.uniform(0, 1, (size, size)).astype(np.float32), (0, 0), 0.7)
+        pattern = cv2.GaussianBlur(rng.uniform(0, 1, (size, size)).astype(np.float32), (0, 0), 1.0)
         pattern = (pattern - pattern.min()) / (np.ptp(pattern) + 1e-6)
-    c0 = rng.uniform(20, 235, 3)
-    c1 = np.clip(c0 + rng.choice([-1, 1], 3) * rng.uniform(70, 140, 3), 0, 255)
+    hue = _CLASS_HUES[kind] + rng.uniform(-0.05, 0.05)
+    c0 = _rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.25, 0.5))
+    c1 = _rgb(hue, rng.uniform(0.3, 0.9), rng.uniform(0.75, 1.0))
     return c0 * (1 - pattern[..., None]) + c1 * pattern[..., None]
 
 
