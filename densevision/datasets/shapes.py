@@ -2,10 +2,10 @@
 
 Each image has a cluttered background (grey-ish colour gradient, blurred colour noise, lines and plain
 distractor polygons of any colour, all labelled background) and 2-5 objects whose class is their texture
-(stripes, checkerboard, dots or speckle; two tones of the class's hue family, random orientation, scale
-and brightness) on a random shape (ellipse, rotated rectangle, polygon, star). Objects overlap (later ones
-occlude earlier ones), sizes vary about 4x, and the image gets sensor noise; the distractors make colour
-alone insufficient.
+(stripes, checkerboard, dots or speckle; two tones of a hue, mostly the class's hue family; random
+orientation, scale and brightness) on a random shape (ellipse, rotated rectangle, polygon, star).
+Objects overlap (later ones occlude earlier ones), sizes vary about 4x, and the image gets sensor noise;
+off-family hues and the distractors make colour alone insufficient.
 
 It is written in the SegNet folder layout (``train/ trainannot/ val/ valannot/ test/ testannot/``) with
 palette PNG masks, so the same loader that reads CamVid reads it.
@@ -24,7 +24,7 @@ from PIL import Image
 
 SHAPES_CLASSES = ("background", "stripes", "checker", "dots", "speckle")
 SHAPES_COLORS = ((60, 60, 60), (230, 60, 50), (60, 200, 70), (60, 110, 240), (240, 200, 40))
-# Objects of a class share a hue family, but plain background distractors take any hue: texture decides.
+# Most objects of a class share a hue family; plain background distractors take any hue.
 _CLASS_HUES = (0.0, 0.0, 0.33, 0.62, 0.14)
 SPLITS = ("train", "val", "test")
 _MANIFEST = "shapes.json"
@@ -56,7 +56,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def _texture(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
     """(size, size, 3) float texture of class ``kind`` (1..4): the class's pattern in two tones of a hue
-    near the class's hue, with random angle, scale and brightness."""
+    (mostly near the class's hue), with random angle, scale and brightness."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     angle = rng.uniform(0, np.pi)
     u = np.cos(angle) * xx + np.sin(angle) * yy
@@ -73,7 +73,8 @@ def _texture(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
     else:  # speckle
         pattern = cv2.GaussianBlur(rng.uniform(0, 1, (size, size)).astype(np.float32), (0, 0), 1.0)
         pattern = (pattern - pattern.min()) / (np.ptp(pattern) + 1e-6)
-    hue = _CLASS_HUES[kind] + rng.uniform(-0.05, 0.05)
+    # 40% of objects take any hue, so the hue family is a hint and texture the rule.
+    hue = _CLASS_HUES[kind] + rng.uniform(-0.06, 0.06) if rng.uniform() < 0.6 else rng.uniform()
     c0 = _rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.25, 0.5))
     c1 = _rgb(hue, rng.uniform(0.3, 0.9), rng.uniform(0.75, 1.0))
     return c0 * (1 - pattern[..., None]) + c1 * pattern[..., None]
