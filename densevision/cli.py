@@ -28,7 +28,8 @@ TOOL_SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 # The data module owns the label space; these attributes of the instantiated data module are passed to the
-# task (and its model) so a config states them once. A link whose target the chosen task lacks is skipped.
+# task (and its model) so a config states them once. A link is skipped where the data module lacks the
+# attribute or the task the argument (other tasks, e.g. detection, are not bound by these).
 DATA_LINKS = (
     ("data.num_classes", "model.init_args.num_classes"),
     ("data.num_classes", "model.init_args.model.init_args.num_classes"),

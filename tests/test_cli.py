@@ -111,3 +111,13 @@ def test_config_typo_fails_when_parsed(tmp_path: Path) -> None:
             ["--config", str(CONFIGS / "demo.yaml"), "--model.init_args.model.init_args.growth_rat", "4"],
             run=False,
         )
+
+
+def test_links_are_skipped_for_tasks_and_data_without_a_label_space(tmp_path: Path) -> None:
+    boring = "lightning.pytorch.demos.boring_classes"
+    cli = run_lightning_cli(
+        ["--model", f"{boring}.BoringModel", "--data", f"{boring}.BoringDataModule"]
+        + ["--trainer.default_root_dir", str(tmp_path)],
+        run=False,
+    )
+    assert type(cli.model).__name__ == "BoringModel"
