@@ -185,6 +185,31 @@ def test_decoder_rejects_missing_strides():
         TiramisuDecoder(feature_info=info, in_channels=4, up_layers=(1, 1))
 
 
+@pytest.mark.parametrize(
+    ("output_stride", "up_layers", "match"),
+    [
+        (3, (1, 1), "output_stride must be a power of two <= the shallowest feature's stride 4, got 3"),
+        (8, (1,), "output_stride must be a power of two"),
+        (1, (1, 1), r"up_layers needs 3 positive layer counts .*\['c2'\] plus 2 to reach output_stride=1"),
+        (2, (1, 0), "up_layers needs 2 positive layer counts"),
+    ],
+)
+def test_decoder_checks_output_stride_and_up_layers(output_stride, up_layers, match):
+    info = [FeatureSpec("c2", 8, 4), FeatureSpec("c3", 16, 8)]
+    with pytest.raises(ValueError, match=match):
+        TiramisuDecoder(feature_info=info, in_channels=4, up_layers=up_layers, output_stride=output_stride)
+
+
+def test_decoder_output_at_output_stride():
+    info = [FeatureSpec("c2", 8, 4), FeatureSpec("c3", 16, 8)]
+    decoder = TiramisuDecoder(feature_info=info, in_channels=4, up_layers=(1, 2, 3), growth_rate=2)
+    features = {"c2": torch.randn(1, 8, 13, 9), "c3": torch.randn(1, 16, 6, 4)}
+    out = decoder(torch.randn(1, 4, 6, 4), features, image_size=(50, 35))
+    # Stride 4 -> 2 -> 1 without skips: the last step lands exactly on the image size.
+    assert out.shape == (1, decoder.out_channels, 50, 35)
+    assert decoder.out_channels == 2 * 2 + 3 * 2  # upsampled new maps of the previous step + its own
+
+
 @pytest.mark.parametrize(("size", "target"), [((9, 11), (8, 10)), ((9, 11), (10, 13)), ((5, 5), (4, 7))])
 def test_fit_to_size_crops_centre_or_pads(size, target):
     x = torch.arange(size[0] * size[1], dtype=torch.float32).reshape(1, 1, *size)

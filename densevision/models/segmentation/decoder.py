@@ -84,7 +84,8 @@ class TiramisuDecoder(nn.Module):
 
     Raises:
         ValueError: strides are not consecutive powers of two, ``output_stride`` is not a power of two at
-            most the shallowest stride, or ``up_layers`` has the wrong length or a count < 1.
+            most the shallowest stride, there is no step to take, or ``up_layers`` has the wrong length or
+            a count < 1.
     """
 
     def __init__(
@@ -115,6 +116,10 @@ class TiramisuDecoder(nn.Module):
             )
         self.skips = feature_info[:-1][::-1]
         self.targets = (*(spec.stride for spec in self.skips), *_halvings(strides[0], output_stride))
+        if not self.targets:
+            raise ValueError(
+                f"nothing to upsample: one feature {feature_info[0].name} at output_stride={output_stride}"
+            )
         if len(up_layers) != len(self.targets) or any(n < 1 for n in up_layers):
             raise ValueError(
                 f"up_layers needs {len(self.targets)} positive layer counts (one up step per skip "
