@@ -61,7 +61,7 @@ class FCDenseNet(nn.Module):
     are bilinearly upsampled to the input size. Parameters are unchanged. One forward+backward at
     2x3x224x224 (median of 3, stride 1 and 2 interleaved in one process, 2 threads on a shared 2-core CPU):
     ``fcdensenet56`` 35.5 s vs 14.8 s (2.4x faster), ``fcdensenet103`` 66.6 s vs 33.7 s (2.0x); less than
-    the 4x fewer pixels because the deep, low-resolution stages cost the same. Peak training memory of
+    the 4x fewer pixels, likely as per-op overhead weighs more on the small deep maps. Peak training memory of
     ``fcdensenet103`` at that size: 2.9 GiB vs 0.8 GiB. The cost is coarser boundaries.
 
     Args:
