@@ -17,8 +17,8 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
     a = generate_detection_dataset(tmp_path / "a", seed=3, **SMALL)
     b = generate_detection_dataset(tmp_path / "b", seed=3, **SMALL)
     c = generate_detection_dataset(tmp_path / "c", seed=4, **SMALL)
-    for split in ("train", "val"):
-        assert (a / f"annotations/{split}.json").read_bytes() == (b / f"annotations/{split}.json").read_bytes()
+    for name in ("annotations/train.json", "annotations/val.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
     assert (a / "images/train/000001.png").read_bytes() == (b / "images/train/000001.png").read_bytes()
     assert (a / "annotations/train.json").read_bytes() != (c / "annotations/train.json").read_bytes()
 
