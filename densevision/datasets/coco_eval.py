@@ -43,6 +43,9 @@ def detections_to_coco(
         label_to_category_id: contiguous label -> COCO category id.
         mask_threshold: probability above which a mask pixel belongs to the object.
     """
+    # RetinaNet / FCOS score every class slot, the background slot 0 too: it is no category
+    keep = detection["labels"] > 0
+    detection = {k: v[keep] for k, v in detection.items()}
     scale = min(input_size[0] / orig_size[0], input_size[1] / orig_size[1])
     boxes = detection["boxes"].detach().float().cpu() / scale
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, orig_size[1])
@@ -97,9 +100,10 @@ def evaluate_coco(
     ids = sorted(coco_gt.getImgIds() if image_ids is None else image_ids)
     if not results:
         return dict.fromkeys(METRIC_NAMES, 0.0)
-    if iou_type == "segm":
-        # without "bbox", loadRes derives boxes and areas from the masks, as the segm evaluation needs
-        results = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+    # loadRes adds keys to the dicts it gets: give it copies. Without "bbox", it derives boxes and areas
+    # from the masks, as the segm evaluation needs.
+    dropped = "bbox" if iou_type == "segm" else None
+    results = [{k: v for k, v in r.items() if k != dropped} for r in results]
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(results)
         evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
