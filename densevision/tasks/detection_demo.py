@@ -23,7 +23,7 @@ TARGET_AP50 = 0.8
 
 def main(argv: list[str]) -> int:
     if not DEMO_CONFIG.is_file():
-        print(f"demo config not found at {DEMO_CONFIG}; run from a densevision source checkout", file=sys.stderr)
+        print(f"demo config not found at {DEMO_CONFIG}; run from a source checkout", file=sys.stderr)
         return 2
     start = time.perf_counter()
     cli = DenseVisionCLI(

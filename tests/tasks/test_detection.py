@@ -80,7 +80,8 @@ def test_validation_metrics_equal_a_direct_coco_evaluation(tmp_path, shapes_root
         for image, target in dm.val_dataset:
             (det,) = task.model([image])
             results += detections_to_coco(det, image_id=int(target["image_id"]), input_size=(64, 64),
-                                          orig_size=(64, 64), label_to_category_id=dm.val_dataset.label_to_category_id)
+                                          orig_size=(64, 64),
+                                          label_to_category_id=dm.val_dataset.label_to_category_id)
     expected = evaluate_coco(dm.val_dataset.coco, results)
     assert metrics["val/AP50"] == pytest.approx(expected["AP50"], abs=1e-6)
 
