@@ -148,50 +148,6 @@ def _check_detector_args(num_classes: int, min_size: int, max_size: int, fpn_cha
         raise ValueError(f"fpn_channels must be >= 1, got {fpn_channels}")
 
 
-def _build_detector(
-    kind: DetectorKind,
-    body: DenseNet,
-    *,
-    num_classes: int,
-    weights_backbone: WeightsArg,
-    trainable_stages: int | None,
-    frozen_bn: bool | None,
-    min_size: int,
-    max_size: int,
-    anchor_sizes: AnchorSizes | None,
-    aspect_ratios: AspectRatios | None,
-    fpn_channels: int = 256,
-    returned_stages: Sequence[str] | None = None,
-) -> Detector:
-    """torchvision's ``kind`` detector on ``body`` + FPN; arguments as in ``densenet_fpn_detector``."""
-    if kind not in _KINDS:
-        raise ValueError(f"unknown detector kind {kind!r}; choose one of {list(_KINDS)}")
-    _check_detector_args(num_classes, min_size, max_size, fpn_channels)
-    defaults = _KINDS[kind]
-    # As torchvision: with pretrained weights, freeze BatchNorm and the first two stages by default.
-    pretrained = weights_backbone is not None
-    backbone = densenet_fpn_backbone(
-        body,
-        returned_stages=defaults.returned_stages if returned_stages is None else returned_stages,
-        extra_levels=defaults.extra_levels,
-        out_channels=fpn_channels,
-        weights=weights_backbone,
-        frozen_bn=pretrained if frozen_bn is None else frozen_bn,
-        trainable_stages=3 if trainable_stages is None and pretrained else trainable_stages,
-    )
-    anchors = build_anchor_generator(kind, backbone.feature_info, anchor_sizes, aspect_ratios)
-    common = {"min_size": min_size, "max_size": max_size}
-    if kind == "retinanet":
-        return RetinaNet(backbone, num_classes, anchor_generator=anchors, **common)
-    if kind == "fcos":
-        return FCOS(backbone, num_classes, anchor_generator=anchors, **common)
-    detector = MaskRCNN if kind == "maskrcnn" else FasterRCNN
-    # num_classes goes to the predictors built here; torchvision requires None when predictors are given.
-    return detector(
-        backbone, None, rpn_anchor_generator=anchors, **_rcnn_heads(kind, backbone, num_classes), **common
-    )
-
-
 def densenet_fpn_detector(
     *,
     kind: DetectorKind,
@@ -206,7 +162,7 @@ def densenet_fpn_detector(
     aspect_ratios: AspectRatios | None = None,
     fpn_channels: int = 256,
     returned_stages: Sequence[str] | None = None,
-) -> Detector:
+) -> nn.Module:  # a Union would not be accepted as a YAML class_path target
     """A torchvision detector on any features-only densevision ``DenseNet`` (use it for custom backbones).
 
     Args:
@@ -230,25 +186,37 @@ def densenet_fpn_detector(
         ``model(images)`` a list of ``{"boxes": (K, 4), "labels": (K,), "scores": (K,)[, "masks":
         (K, 1, H, W)]}`` in eval mode, for a list of (3, H, W) float images in [0, 1].
     """
-    return _build_detector(
-        kind,
+    if kind not in _KINDS:
+        raise ValueError(f"unknown detector kind {kind!r}; choose one of {list(_KINDS)}")
+    _check_detector_args(num_classes, min_size, max_size, fpn_channels)
+    defaults = _KINDS[kind]
+    # As torchvision: with pretrained weights, freeze BatchNorm and the first two stages by default.
+    pretrained = weights_backbone is not None
+    with_fpn = densenet_fpn_backbone(
         backbone,
-        num_classes=num_classes,
-        weights_backbone=weights_backbone,
-        trainable_stages=trainable_stages,
-        frozen_bn=frozen_bn,
-        min_size=min_size,
-        max_size=max_size,
-        anchor_sizes=anchor_sizes,
-        aspect_ratios=aspect_ratios,
-        fpn_channels=fpn_channels,
-        returned_stages=returned_stages,
+        returned_stages=defaults.returned_stages if returned_stages is None else returned_stages,
+        extra_levels=defaults.extra_levels,
+        out_channels=fpn_channels,
+        weights=weights_backbone,
+        frozen_bn=pretrained if frozen_bn is None else frozen_bn,
+        trainable_stages=3 if trainable_stages is None and pretrained else trainable_stages,
+    )
+    anchors = build_anchor_generator(kind, with_fpn.feature_info, anchor_sizes, aspect_ratios)
+    common = {"min_size": min_size, "max_size": max_size}
+    if kind == "retinanet":
+        return RetinaNet(with_fpn, num_classes, anchor_generator=anchors, **common)
+    if kind == "fcos":
+        return FCOS(with_fpn, num_classes, anchor_generator=anchors, **common)
+    detector = MaskRCNN if kind == "maskrcnn" else FasterRCNN
+    # num_classes goes to the predictors built here; torchvision requires None when predictors are given.
+    return detector(
+        with_fpn, None, rpn_anchor_generator=anchors, **_rcnn_heads(kind, with_fpn, num_classes), **common
     )
 
 
 def _imagenet_detector(kind: DetectorKind, name: str, **args) -> Detector:
     body = imagenet_densenet(name, features_only=True, out_features=_KINDS[kind].returned_stages)
-    return _build_detector(kind, body, **args)
+    return densenet_fpn_detector(kind=kind, backbone=body, **args)
 
 
 def _tiny_detector(kind: DetectorKind, **args) -> Detector:
@@ -259,7 +227,7 @@ def _tiny_detector(kind: DetectorKind, **args) -> Detector:
         features_only=True,
         out_features=_KINDS[kind].returned_stages,
     )
-    return _build_detector(kind, body, fpn_channels=64, **args)
+    return densenet_fpn_detector(kind=kind, backbone=body, fpn_channels=64, **args)
 
 
 # Presets. ``locals()`` holds exactly the keyword arguments, so every preset passes the same set and a YAML
