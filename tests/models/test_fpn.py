@@ -45,6 +45,7 @@ def test_outputs_match_feature_info(body, extra_levels, source, names, size) -> 
         assert tuple(tensor.shape[-2:]) == hw
         assert spec.stride == 2 ** int(name[1:])
 
+
 def test_p6p7_source_picks_input_channels(body) -> None:
     c5 = body.feature_info[-1]
     from_c5 = FPN(body.feature_info, out_channels=c5.channels, extra_levels="p6p7", p6p7_source="c5")

@@ -15,9 +15,20 @@ Faster/Mask R-CNN treat 0 as background; RetinaNet and FCOS score each slot with
 never a target (torchvision's COCO convention: 91 = the 90 COCO category ids + 0). So one dataset with
 labels 1..K trains every kind with ``num_classes=K+1``.
 
-Small backbone: the ``*_densenet_tiny_fpn`` presets (DenseNet k=16, blocks (2, 4, 6, 4), 64-channel FPN,
-~0.2M backbone parameters) train from scratch on a CPU; ``densenet_fpn_detector`` takes any features-only
-``DenseNet`` (e.g. a YAML ``class_path: densevision.models.backbones.DenseNet``).
+Small backbone: the ``*_densenet_tiny_fpn`` presets (DenseNet k=16, blocks (2, 4, 6, 4), 32-channel stem,
+64-channel FPN; 0.25M backbone and 0.8-1.5M parameters in all) train from scratch on a CPU; pass a small
+``min_size``/``max_size`` (the image size) for speed. ``densenet_fpn_detector`` takes any features-only
+``DenseNet``, e.g. from YAML::
+
+    model:
+      class_path: densevision.models.detection.densenet_fpn_detector
+      init_args:
+        kind: fcos
+        num_classes: 6
+        fpn_channels: 64
+        backbone:
+          class_path: densevision.models.backbones.DenseNet
+          init_args: {growth_rate: 12, block_config: [2, 4, 6, 4], features_only: true}
 """
 
 from __future__ import annotations
@@ -136,7 +147,11 @@ def _rcnn_heads(kind: DetectorKind, backbone: DenseNetFPNBackbone, num_classes: 
     return heads
 
 
-def _check_detector_args(num_classes: int, min_size: int, max_size: int, fpn_channels: int) -> None:
+def _check_detector_args(
+    kind: DetectorKind, num_classes: int, min_size: int, max_size: int, fpn_channels: int
+) -> None:
+    if kind not in _KINDS:
+        raise ValueError(f"unknown detector kind {kind!r}; choose one of {list(_KINDS)}")
     if num_classes < 2:
         raise ValueError(
             f"num_classes must be >= 2 (slot 0 plus at least one class: labels run 1..num_classes-1), "
@@ -146,6 +161,11 @@ def _check_detector_args(num_classes: int, min_size: int, max_size: int, fpn_cha
         raise ValueError(f"need 1 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
     if fpn_channels < 1:
         raise ValueError(f"fpn_channels must be >= 1, got {fpn_channels}")
+    if kind == "fcos" and fpn_channels % 32:
+        raise ValueError(
+            f"FCOS's head normalises with GroupNorm(32, fpn_channels): fpn_channels must be a multiple "
+            f"of 32, got {fpn_channels}"
+        )
 
 
 def densenet_fpn_detector(
@@ -186,9 +206,7 @@ def densenet_fpn_detector(
         ``model(images)`` a list of ``{"boxes": (K, 4), "labels": (K,), "scores": (K,)[, "masks":
         (K, 1, H, W)]}`` in eval mode, for a list of (3, H, W) float images in [0, 1].
     """
-    if kind not in _KINDS:
-        raise ValueError(f"unknown detector kind {kind!r}; choose one of {list(_KINDS)}")
-    _check_detector_args(num_classes, min_size, max_size, fpn_channels)
+    _check_detector_args(kind, num_classes, min_size, max_size, fpn_channels)
     defaults = _KINDS[kind]
     # As torchvision: with pretrained weights, freeze BatchNorm and the first two stages by default.
     pretrained = weights_backbone is not None

@@ -96,7 +96,7 @@ def convert_to_frozen_batchnorm(module: nn.Module) -> nn.Module:
             raise ValueError(
                 f"cannot freeze {module}: FrozenBatchNorm2d needs running statistics and affine parameters"
             )
-        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps).to(module.weight.device)
         frozen.weight.copy_(module.weight.detach())
         frozen.bias.copy_(module.bias.detach())
         frozen.running_mean.copy_(module.running_mean)
