@@ -237,7 +237,7 @@ def _report(comparisons: list[Comparison], log: Callable[[str], None]) -> list[C
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="densevision export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="registered model name; omit to rebuild the model of --checkpoint's run")
+    parser.add_argument("--model", help="model name; omit to rebuild the model of --checkpoint's run")
     parser.add_argument("--checkpoint", type=Path, help="trained weights: a fit run's .ckpt or a state dict")
     parser.add_argument("--num-classes", type=int, help="classes of --model (default: the preset's)")
     parser.add_argument("--features-only", action="store_true", help="export a backbone's feature maps")
