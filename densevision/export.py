@@ -136,16 +136,25 @@ def export_onnx(wrapper: ExportWrapper, sample: Tensor, path: Path, *, dynamic: 
     """Write ``wrapper`` as ONNX; with ``dynamic``, batch (not for detectors), height and width are free."""
     axes: dict[str, dict[int, str]] = {}
     if dynamic:
-        image_axes = {1: "height", 2: "width"} if wrapper.kind == "detection" else {
-            0: "batch", 2: "height", 3: "width"}
+        image_axes = (
+            {1: "height", 2: "width"}
+            if wrapper.kind == "detection"
+            else {0: "batch", 2: "height", 3: "width"}
+        )
         axes["image"] = image_axes
         for name in wrapper.output_names:
             axes[name] = {0: "detections"} if wrapper.kind == "detection" else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python-level shape checks
         torch.onnx.export(
-            wrapper, (sample,), str(path), input_names=["image"], output_names=list(wrapper.output_names),
-            dynamic_axes=axes or None, opset_version=opset, dynamo=False,
+            wrapper,
+            (sample,),
+            str(path),
+            input_names=["image"],
+            output_names=list(wrapper.output_names),
+            dynamic_axes=axes or None,
+            opset_version=opset,
+            dynamo=False,
         )
 
 
@@ -184,8 +193,9 @@ def torchscript_runner(path: Path, wrapper: ExportWrapper, how: str) -> Callable
     return lambda x: list(loaded(x))
 
 
-def verify(path: Path, run: Callable[[Tensor], list[Tensor]], wrapper: ExportWrapper,
-           samples: Sequence[Tensor]) -> list[Comparison]:
+def verify(
+    path: Path, run: Callable[[Tensor], list[Tensor]], wrapper: ExportWrapper, samples: Sequence[Tensor]
+) -> list[Comparison]:
     with torch.no_grad():
         return [compare(path, x, run(x), wrapper(x)) for x in samples]
 
@@ -235,8 +245,9 @@ def _report(comparisons: list[Comparison], log: Callable[[str], None]) -> list[C
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="densevision export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="densevision export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", help="model name; omit to rebuild the model of --checkpoint's run")
     parser.add_argument("--checkpoint", type=Path, help="trained weights: a fit run's .ckpt or a state dict")
     parser.add_argument("--num-classes", type=int, help="classes of --model (default: the preset's)")
@@ -270,8 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     model, name = load_export_model(args)
     formats = ("onnx", "torchscript") if args.format == "both" else (args.format,)
     results = export_model(
-        model, args.output, name=name, formats=formats, input_size=args.input_size,
-        batch_size=args.batch_size, dynamic=args.dynamic, opset=args.opset,
+        model,
+        args.output,
+        name=name,
+        formats=formats,
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        dynamic=args.dynamic,
+        opset=args.opset,
     )
     failed = [r for r in results if not r.ok]
     print(f"{len(results) - len(failed)}/{len(results)} verifications within tolerance")

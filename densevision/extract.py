@@ -69,8 +69,13 @@ def extract_features(
 
 
 def save_features(
-    path: Path, features: dict[str, np.ndarray], model: nn.Module, model_name: str, files: Sequence[Path],
-    root: Path, image_size: Sequence[int],
+    path: Path,
+    features: dict[str, np.ndarray],
+    model: nn.Module,
+    model_name: str,
+    files: Sequence[Path],
+    root: Path,
+    image_size: Sequence[int],
 ) -> None:
     """Write the ``.npz`` described in the module docstring."""
     specs = [spec for spec in model.feature_info if spec.name in features]
@@ -89,8 +94,9 @@ def save_features(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="densevision extract", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="densevision extract", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="densenet121", help="backbone name (densevision.list_models())")
     parser.add_argument("--weights", help="local state-dict file (torchvision or densevision format)")
     parser.add_argument("--input", required=True, type=Path, help="an image file or a folder of images")
@@ -111,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     files = find_images(args.input)
     output = args.output if args.output.suffix == ".npz" else args.output.with_suffix(".npz")
     result = extract_features(
-        model, files, image_size=args.image_size, batch_size=args.batch_size, pooled=args.pooled,
-        num_workers=args.num_workers, dtype=getattr(torch, args.dtype),
+        model,
+        files,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        pooled=args.pooled,
+        num_workers=args.num_workers,
+        dtype=getattr(torch, args.dtype),
     )
     save_features(output, result, model, args.model, files, args.input, args.image_size)
     shapes = ", ".join(f"{name} {tuple(value.shape)}" for name, value in result.items())
