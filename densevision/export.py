@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import FCOS, RetinaNet
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
-from densevision.checkpoints import load_model_checkpoint, load_task
+from densevision.checkpoints import find_run_config, load_model_checkpoint, load_task
 from densevision.models import create_model
 
 ATOL, RTOL = 1e-4, 1e-3
@@ -266,7 +266,9 @@ def load_export_model(args: argparse.Namespace) -> tuple[nn.Module, str]:
     if args.model is None:
         if args.checkpoint is None:
             raise ValueError("give --model NAME, or --checkpoint of a densevision fit run")
-        return load_task(args.checkpoint).model, args.checkpoint.stem
+        run_config = find_run_config(args.checkpoint)  # name the files after the run folder
+        name = run_config.parent.name if run_config else args.checkpoint.stem
+        return load_task(args.checkpoint).model, name
     options = {} if args.num_classes is None else {"num_classes": args.num_classes}
     if args.features_only:
         options["features_only"] = True
