@@ -105,17 +105,28 @@ def markdown_table(rows: list[ZooRow], repeats: int | None) -> str:
     return "\n".join([head, "|---|---|---|---|---|---|---|---|", *(row.markdown() for row in rows)])
 
 
-def write_between_markers(path: Path, table: str) -> None:
-    """Replace what lies between the zoo markers in ``path`` with ``table``.
+_MARKED = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
+
+
+def check_markers(path: Path) -> str:
+    """The text of ``path``.
 
     Raises:
-        ValueError: ``path`` lacks the markers.
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` lacks the zoo markers.
     """
+    if not path.is_file():
+        raise FileNotFoundError(f"--markdown file not found: {path}")
     text = path.read_text()
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(text):
+    if not _MARKED.search(text):
         raise ValueError(f"{path}: no '{START}' ... '{END}' markers to put the zoo table between")
-    path.write_text(pattern.sub(lambda _: f"{START}\n{table}\n{END}", text, count=1))
+    return text
+
+
+def write_between_markers(path: Path, table: str) -> None:
+    """Replace what lies between the zoo markers in ``path`` with ``table`` (see ``check_markers``)."""
+    text = check_markers(path)
+    path.write_text(_MARKED.sub(lambda _: f"{START}\n{table}\n{END}", text, count=1))
 
 
 def select_models(patterns: list[str] | None) -> list[str]:
@@ -143,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     repeats = None if args.no_latency else args.repeats
+    if args.markdown is not None:
+        check_markers(args.markdown)  # fail before the slow part
     rows = []
     for name in select_models(args.models):
         rows.append(measure(name, args.image_size, repeats))

@@ -65,6 +65,7 @@ def test_predict_dispatch():
         main(["predict", "--input", "x"])
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
 def test_coco_results_and_overlay():
     masks = torch.zeros(2, 1, 12, 16)
     masks[0, 0, 2:5, 3:9] = 0.9
