@@ -138,12 +138,13 @@ def _check_trusted(class_path: object, where: str) -> str:
     return class_path
 
 
-def _import_trusted(class_path: str, where: str) -> type:
+def _parameters(class_path: str) -> set[str]:
+    """Constructor (or preset function) parameter names of an already trusted ``class_path``."""
     module_name, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), name, None)
-    if not (isinstance(cls, type) and issubclass(cls, LightningModule)):
-        raise CheckpointError(f"{where}: {class_path} is not a LightningModule class")
-    return cls
+    target = getattr(importlib.import_module(module_name), name, None)
+    if target is None:
+        raise CheckpointError(f"{class_path} does not exist")
+    return set(inspect.signature(target.__init__ if isinstance(target, type) else target).parameters)
 
 
 def load_task(checkpoint: str | Path, run_config: str | Path | None = None) -> LightningModule:
@@ -167,15 +168,14 @@ def load_task(checkpoint: str | Path, run_config: str | Path | None = None) -> L
     class_path = _check_trusted(task_cfg.get("class_path"), where)
     init_args = {k: v for k, v in (task_cfg.get("init_args") or {}).items() if k not in _TRAINING_ONLY_ARGS}
     # Values the CLI computed and linked in (from the data module) are in the hyper-parameters only.
-    accepted = set(inspect.signature(_import_trusted(class_path, where).__init__).parameters)
-    accepted -= {"self", "model", *_TRAINING_ONLY_ARGS}
+    accepted = _parameters(class_path) - {"self", "model", *_TRAINING_ONLY_ARGS}
     init_args.update({k: v for k, v in info.hyper_parameters.items() if k in accepted})
     model_cfg = _model_section(info.run_config)
     if model_cfg is None:
         raise CheckpointError(f"{where}: the task has no model.init_args.model with a class_path")
-    _check_trusted(model_cfg["class_path"], where)
+    takes_classes = "num_classes" in _parameters(_check_trusted(model_cfg["class_path"], where))
     model_args = dict(model_cfg.get("init_args") or {})
-    if model_args.get("num_classes") is None and info.num_classes is not None:
+    if takes_classes and model_args.get("num_classes") is None and info.num_classes is not None:
         model_args["num_classes"] = info.num_classes
     init_args["model"] = {"class_path": model_cfg["class_path"], "init_args": model_args}
     parser = ArgumentParser(exit_on_error=False)
