@@ -10,11 +10,12 @@ Kinds of model and what their exports take and return:
   is one image (torchvision's ONNX support is per image).
 
 ONNX uses torch's TorchScript-based exporter (``dynamo=False``, opset 17 by default, >= 11 for detectors):
-it handles torchvision detectors and dynamic axes, and exports in seconds where the dynamo exporter took
-about 20x longer on the same backbone on this project's CPU. TorchScript uses ``torch.jit.trace`` (the
-backbone's forward picks its stages with Python-level control flow, which tracing unrolls), except for
-detectors, which are first tried with ``torch.jit.script``; when scripting fails the reason is printed and
-they are traced instead.
+it handles torchvision detectors and dynamic axes, and exported a tiny DenseNet in 2.7 s where the dynamo
+exporter took 48 s (same model, same run, this project's 2-core CPU).
+
+TorchScript uses ``torch.jit.trace`` (the backbone's forward picks its stages with Python-level control
+flow, which tracing unrolls), except for detectors, which are first tried with ``torch.jit.script``; when
+scripting fails the reason is printed and they are traced instead.
 
 Verification: each file is loaded (onnxruntime / ``torch.jit.load``) and run on the export sample and,
 with ``--dynamic``, on a second batch and image size; every output must satisfy
