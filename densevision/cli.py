@@ -3,6 +3,10 @@
 ``densevision fit|validate|test|predict --config configs/...yaml`` is Lightning's ``LightningCLI``: the
 YAML names a task (``model.class_path``) and a data module (``data.class_path``) and mirrors their
 constructors. The other subcommands are tools, each a module with ``main(argv) -> int``.
+
+``densevision predict`` without ``--config`` / ``-c`` runs a trained checkpoint on image files
+(``densevision.infer``, also reachable as ``densevision infer``): ``densevision predict --checkpoint
+run/checkpoints/last.ckpt --input images/ --output out/``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ TOOL_SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("densevision.export", "export a model to ONNX / TorchScript and verify it"),
     "extract": ("densevision.extract", "write a backbone's multi-scale features for a folder of images"),
     "convert": ("densevision.convert", "dataset converters (YOLO txt / mask PNGs -> COCO json)"),
-    "infer": ("densevision.infer", "run a trained checkpoint on images and write overlays"),
+    "infer": ("densevision.infer", "run a trained checkpoint on images (= predict without --config)"),
+    "zoo": ("densevision.zoo", "table of every registered model: parameters, GFLOPs, CPU latency, results"),
 }
 
 
@@ -105,6 +110,10 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _names_a_config(args: list[str]) -> bool:
+    return any(a in ("-c", "--config") or a.startswith("--config=") for a in args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``densevision`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -112,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "predict" and not _names_a_config(rest):
+        command = "infer"
     if command in LIGHTNING_SUBCOMMANDS:
         run_lightning_cli(argv)
         return 0
