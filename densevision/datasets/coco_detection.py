@@ -34,6 +34,8 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from densevision.datasets.image_io import ImageFileError, check_image_file, path_within, read_rgb_image
+
 # sample = (image (3, H, W) float in [0, 1], target dict); a transform maps numpy arrays (see transforms).
 DetectionSample = tuple[Tensor, dict[str, Tensor]]
 DetectionTransform = Callable[..., dict]
@@ -97,15 +99,30 @@ def coco_from_dict(data: dict) -> COCO:
     return coco
 
 
-def _clean_annotations(data: dict, root: Path, report: Counter) -> dict:
+def _clean_annotations(data: dict, root: Path, report: Counter, ann_file: Path) -> dict:
     """Drop annotations of unknown categories / images and degenerate or NaN boxes; clip boxes that leave
-    the image; drop images whose file is missing. Counts go into ``report``."""
+    the image; drop images whose file is missing or unreadable. Counts go into ``report``.
+
+    Raises:
+        CocoFormatError: an image ``file_name`` resolves outside ``root`` (``..``, absolute, symlink).
+    """
     images = {}
     for image in data["images"]:
-        if (root / image["file_name"]).is_file():
-            images[image["id"]] = image
-        else:
+        try:
+            path = path_within(root, image["file_name"])
+        except ImageFileError as err:
+            raise CocoFormatError(f"{ann_file}: image id {image['id']} file_name {image['file_name']!r}: "
+                                  f"{err}") from err
+        if not path.is_file():
             report["missing_image_files"] += 1
+            continue
+        try:
+            check_image_file(path)
+        except ImageFileError as err:
+            report["unreadable_image_files"] += 1
+            warnings.warn(str(err), stacklevel=3)
+            continue
+        images[image["id"]] = image
     category_ids = {c["id"] for c in data["categories"]}
     annotations = []
     for ann in data["annotations"]:
@@ -163,7 +180,7 @@ class CocoDetection(Dataset):
         self.with_masks = with_masks
         raw = load_coco_json(self.ann_file)
         self.report: Counter = Counter()
-        self.coco = coco_from_dict(_clean_annotations(raw, self.root, self.report))
+        self.coco = coco_from_dict(_clean_annotations(raw, self.root, self.report, self.ann_file))
         categories = sorted(self.coco.dataset["categories"], key=lambda c: c["id"])
         self.label_to_category_id = [0] + [c["id"] for c in categories]
         self.category_id_to_label = {cid: label for label, cid in enumerate(self.label_to_category_id)}
@@ -205,8 +222,9 @@ class CocoDetection(Dataset):
     def __getitem__(self, index: int) -> DetectionSample:
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
-        with Image.open(self.root / info["file_name"]) as pil:
-            image = np.array(pil.convert("RGB"))
+        # checked when built; a file that changed since (or a truncated JPEG, which verify() cannot
+        # see) raises ImageFileError naming it
+        image = read_rgb_image(self.root / info["file_name"])
         anns = self.annotations(image_id)
         boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy

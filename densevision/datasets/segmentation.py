@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from densevision.datasets.image_io import check_image_file, path_within, read_rgb_image
 from densevision.visualize import default_palette
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -75,12 +76,11 @@ def read_mask(path: Path) -> np.ndarray:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image file -> (H, W, 3) uint8 RGB array."""
+    """An image file -> (H, W, 3) uint8 RGB array (conversions: ``densevision.datasets.image_io``)."""
     try:
-        with Image.open(path) as image:
-            return np.array(image.convert("RGB"))
+        return read_rgb_image(path)
     except OSError as err:
-        raise SegmentationDataError(f"image {path}: cannot be read ({err})") from err
+        raise SegmentationDataError(str(err)) from err
 
 
 def check_sample(sample: Sample, num_classes: int, ignore_index: int | None) -> np.ndarray:
@@ -92,14 +92,13 @@ def check_sample(sample: Sample, num_classes: int, ignore_index: int | None) -> 
     if not sample.mask.is_file():
         raise SegmentationDataError(f"image {sample.image}: mask {sample.mask} is missing")
     try:
-        with Image.open(sample.image) as image:
-            image.verify()  # reads the whole file (PNG CRCs) without decoding
-            image_size = image.size
+        image_size = check_image_file(sample.image)  # reads the whole file (PNG CRCs) without decoding
     except OSError as err:
-        raise SegmentationDataError(f"image {sample.image}: cannot be read ({err})") from err
+        raise SegmentationDataError(str(err)) from err
     try:
+        check_image_file(sample.mask)
         mask = read_mask(sample.mask)
-    except OSError as err:
+    except (OSError, Image.DecompressionBombError) as err:
         raise SegmentationDataError(f"mask {sample.mask}: cannot be read ({err})") from err
     if mask.shape[::-1] != image_size:
         raise SegmentationDataError(
@@ -174,8 +173,11 @@ class SegmentationFolder(Dataset):
         samples, skipped = [], []
         for sample in candidates:
             try:
+                for path in (sample.image, sample.mask):  # symlinks out of the dataset folder
+                    if path.exists():
+                        path_within(self.root, path.relative_to(self.root))
                 counts = check_sample(sample, self.num_classes, self.ignore_index)
-            except SegmentationDataError as err:
+            except (SegmentationDataError, OSError) as err:
                 if not skip_bad:
                     raise
                 skipped.append((sample, str(err)))
