@@ -6,7 +6,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn, optim
 
-from densevision.callbacks import StopOnNonFiniteLoss
+from densevision.callbacks import RestoreRngState, StopOnNonFiniteLoss
 
 
 def default_optimizer(params) -> optim.Optimizer:
@@ -35,8 +35,9 @@ class BaseTask(LightningModule):
         self.lr_scheduler_factory = lr_scheduler
 
     def configure_callbacks(self):
-        """Callbacks every task needs whatever the config says: stop on a non-finite loss."""
-        return [StopOnNonFiniteLoss()]
+        """Callbacks every task needs whatever the config says: stop on a non-finite loss; random
+        generators saved in checkpoints and restored on resume."""
+        return [StopOnNonFiniteLoss(), RestoreRngState()]
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(p for p in self.model.parameters() if p.requires_grad)
