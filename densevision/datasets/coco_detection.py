@@ -34,7 +34,14 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from densevision.datasets.image_io import ImageFileError, check_image_file, path_within, read_rgb_image
+from densevision.datasets.image_io import (
+    ImageFileError,
+    check_image_file,
+    path_within,
+    read_rgb_image,
+    reseed_from_torch,
+    unseeded,
+)
 
 # sample = (image (3, H, W) float in [0, 1], target dict); a transform maps numpy arrays (see transforms).
 DetectionSample = tuple[Tensor, dict[str, Tensor]]
@@ -177,6 +184,7 @@ class CocoDetection(Dataset):
         self.root = Path(root)
         self.ann_file = Path(ann_file)
         self.transforms = transforms
+        self._reseed = unseeded(transforms)
         self.with_masks = with_masks
         raw = load_coco_json(self.ann_file)
         self.report: Counter = Counter()
@@ -260,6 +268,8 @@ class CocoDetection(Dataset):
         return np.asarray(mask)
 
     def _apply_transforms(self, image, boxes, labels, masks):
+        if self._reseed:
+            reseed_from_torch(self.transforms)
         kwargs = {"image": image, "bboxes": boxes, "labels": labels, "ann_index": np.arange(len(labels))}
         if masks is not None:
             kwargs["masks"] = masks

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 # full-scale value of the integer modes PIL cannot convert to RGB without clipping
@@ -78,3 +79,19 @@ def path_within(root: Path, relative: str | Path) -> Path:
     if not resolved.is_relative_to(base):
         raise ImageFileError(f"{path}: resolves to {resolved}, outside the dataset root {base}")
     return path
+
+
+def unseeded(transform: object) -> bool:
+    """Whether ``transform`` is an albumentations pipeline built without a ``seed``."""
+    return hasattr(transform, "set_random_seed") and getattr(transform, "seed", 0) is None
+
+
+def reseed_from_torch(transform: object) -> None:
+    """Reseeds an albumentations pipeline from torch's generator before a sample.
+
+    albumentations draws from its own generators, seeded from OS entropy when no ``seed`` is given, which
+    ``seed_everything`` and the checkpointed RNG state (``RestoreRngState``) do not reach; drawing the seed
+    from torch (seeded per DataLoader worker) makes augmentation repeat with the run's seed and resume
+    exactly.
+    """
+    transform.set_random_seed(int(torch.randint(2**31 - 1, ()).item()))

@@ -22,7 +22,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from densevision.datasets.image_io import check_image_file, path_within, read_rgb_image
+from densevision.datasets.image_io import (
+    check_image_file,
+    path_within,
+    read_rgb_image,
+    reseed_from_torch,
+    unseeded,
+)
 from densevision.visualize import default_palette
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -160,6 +166,7 @@ class SegmentationFolder(Dataset):
         if len(self.colors) != num_classes:
             raise ValueError(f"got {len(self.colors)} colors for num_classes={num_classes}")
         self.transform = transform
+        self._reseed = unseeded(transform)
         candidates = find_samples(self.root / split, self.root / (mask_split or f"{split}annot"))
         # Per class: its scored pixels, and the scored pixels of the images it appears in (for
         # median-frequency weights), gathered by the same pass that checks the files.
@@ -208,6 +215,8 @@ class SegmentationFolder(Dataset):
         sample = self.samples[index]
         image, mask = read_image(sample.image), read_mask(sample.mask)
         if self.transform is not None:
+            if self._reseed:
+                reseed_from_torch(self.transform)
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], torch.as_tensor(out["mask"], dtype=torch.int64)
         else:
