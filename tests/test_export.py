@@ -57,9 +57,11 @@ def test_segmentation_export_parity(tmp_path):
 
 
 def test_detector_onnx_export_parity(tmp_path):
-    model = densevision.create_model(
-        _registered("fasterrcnn_densenet_tiny_fpn"), num_classes=3, min_size=64, max_size=64
-    )
+    builders = pytest.importorskip("densevision.models.detection.densenet_fpn")
+    body = DenseNet(growth_rate=4, block_config=(1, 1, 1, 1), stem_channels=8, features_only=True,
+                    out_features=["c2", "c3", "c4", "c5"])
+    model = builders.densenet_fpn_detector(kind="fasterrcnn", backbone=body, num_classes=3, min_size=64,
+                                           max_size=64, fpn_channels=16)
     results = export_model(model, tmp_path, name="det", formats=("onnx",), input_size=(64, 64),
                            log=lambda _: None)
     assert len(results) == 1 and results[0].ok and results[0].max_abs_ref > 0  # boxes were compared
