@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="densevision predict",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__ + "\nWith --config / -c, `densevision predict` is Lightning's predict instead.",
+        description=__doc__ + "\nWith --config / -c, `densevision predict` is Lightning's predict instead "
+        "(its options: densevision predict -c CONFIG --help).",
     )
     parser.add_argument("--checkpoint", type=Path, required=True, help="a densevision fit run's .ckpt")
     parser.add_argument("--run-config", type=Path, help="the run's config.yaml (default: found beside it)")

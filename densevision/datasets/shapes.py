@@ -73,8 +73,8 @@ def _texture(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
     else:  # speckle
         pattern = cv2.GaussianBlur(rng.uniform(0, 1, (size, size)).astype(np.float32), (0, 0), 1.0)
         pattern = (pattern - pattern.min()) / (np.ptp(pattern) + 1e-6)
-    # 20% of objects take any hue: the hue family is a strong hint, texture the rule.
-    hue = _CLASS_HUES[kind] + rng.uniform(-0.06, 0.06) if rng.uniform() < 0.8 else rng.uniform()
+    # 10% of objects take any hue: the hue family is a strong hint, texture the rule.
+    hue = _CLASS_HUES[kind] + rng.uniform(-0.06, 0.06) if rng.uniform() < 0.9 else rng.uniform()
     c0 = _rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.25, 0.5))
     c1 = _rgb(hue, rng.uniform(0.3, 0.9), rng.uniform(0.75, 1.0))
     return c0 * (1 - pattern[..., None]) + c1 * pattern[..., None]
