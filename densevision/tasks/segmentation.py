@@ -136,7 +136,8 @@ class SegmentationTask(BaseTask):
 
     def _write_metrics(self, stage: str, metrics: dict[str, Any], confusion: Tensor) -> None:
         """``<log dir>/<stage>_metrics.json``: rewritten each epoch, so it holds the latest evaluation."""
-        if self.trainer.log_dir is None or not self.trainer.is_global_zero:
+        log_dir = self.trainer.log_dir  # a collective under DDP (broadcast): every process must ask
+        if log_dir is None or not self.trainer.is_global_zero:
             return
         report = {
             "stage": stage,
@@ -152,7 +153,7 @@ class SegmentationTask(BaseTask):
             "class_names": self.class_names,
             "confusion_matrix": confusion.tolist(),
         }
-        path = Path(self.trainer.log_dir) / f"{stage}_metrics.json"
+        path = Path(log_dir) / f"{stage}_metrics.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1))
 
