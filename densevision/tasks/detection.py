@@ -93,8 +93,9 @@ class DetectionTask(BaseTask):
         metrics = self.compute_metrics(per_image)
         # every process computed the same numbers from the gathered results: no reduction needed
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=False)
+        log_dir = self.trainer.log_dir  # a collective under DDP (broadcast): every process must ask
         if not self.trainer.sanity_checking and self.trainer.is_global_zero:
-            self._append_metrics(metrics)
+            self._append_metrics(metrics, log_dir)
 
     def compute_metrics(self, per_image: dict[int, list[dict]]) -> dict[str, float]:
         """COCO metrics of ``per_image`` results on those images of the validation set (bbox, and segm
@@ -122,8 +123,8 @@ class DetectionTask(BaseTask):
         loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
         return loader.dataset
 
-    def _append_metrics(self, metrics: dict[str, float]) -> None:
-        path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / self.metrics_file
+    def _append_metrics(self, metrics: dict[str, float], log_dir: str | None) -> None:
+        path = Path(log_dir or self.trainer.default_root_dir) / self.metrics_file
         history = json.loads(path.read_text()) if path.is_file() else []
         history.append({"epoch": self.current_epoch, "step": self.global_step, **metrics})
         path.parent.mkdir(parents=True, exist_ok=True)
