@@ -4,11 +4,11 @@ validation metrics as one process.
 
 Same global batch: 8 training images, one step per epoch, batch 8 in one process and 4 per process in
 DDP, no augmentation. The gradient is averaged over the same 8 images, but BatchNorm normalises over 4
-images per process (SyncBatchNorm needs a GPU), so weights and metrics differ beyond float rounding; the
-tolerances below are provisional and were not yet measured.
-
-SKIPPED for now: on the shared 2-core test machine the 2-process gloo run did not finish within 300 s
-(hang or starvation not yet diagnosed); see the report of the reliability branch.
+images per process (SyncBatchNorm needs a GPU), so the runs differ beyond float rounding. Tolerances, from
+measured differences (2 epochs): weights within 0.05 (measured 1.5e-2 segmentation, 6e-3 detection);
+mIoU and pixel accuracy (torchmetrics syncs the confusion matrix) within 0.01 (measured 1e-4, 1.2e-3);
+COCO AP / AP50 (predictions gathered from both processes before COCOeval) within 0.02 (both 0 after two
+steps from scratch: the weights comparison is the meaningful check there).
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ DDP = [
 ]
 EPOCHS = 2
 WEIGHT_TOLERANCE = 0.05
-pytestmark = pytest.mark.skip(
-    reason="2-process gloo DDP did not finish within 300 s on the shared 2-core machine; not yet diagnosed"
-)
 
 
 def _compare(single_dir: Path, ddp_dir: Path, metrics: dict[str, float]) -> None:
@@ -65,9 +62,10 @@ def test_segmentation_ddp_two_processes_matches_one(tmp_path: Path) -> None:
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert (
-        "distributed_backend=gloo" in ddp.stderr + ddp.stdout and "world_size: 2" in ddp.stderr + ddp.stdout
+        "distributed_backend=gloo" in ddp.stderr + ddp.stdout
+        and "Starting with 2 processes" in ddp.stderr + ddp.stdout
     )
-    _compare(single_dir, ddp_dir, {"val/mIoU": 0.05, "val/pixel_accuracy": 0.05})
+    _compare(single_dir, ddp_dir, {"val/mIoU": 0.01, "val/pixel_accuracy": 0.01})
 
 
 def test_detection_ddp_two_processes_matches_one(tmp_path: Path) -> None:
@@ -80,4 +78,4 @@ def test_detection_ddp_two_processes_matches_one(tmp_path: Path) -> None:
         "detection/demo.yaml", tiny_detection(ddp_dir, data, epochs=EPOCHS, batch_size=4), tmp_path, *DDP
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    _compare(single_dir, ddp_dir, {"val/AP": 0.05, "val/AP50": 0.05})
+    _compare(single_dir, ddp_dir, {"val/AP": 0.02, "val/AP50": 0.02})
