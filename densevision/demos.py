@@ -1,9 +1,8 @@
-"""``densevision demo [segmentation|detection]``: train on a generated embedded dataset, then evaluate and
-draw predictions. Each task's demo lives with its task."""
+"""``densevision demo [segmentation|detection] [options]``: train on a generated embedded dataset, then
+evaluate and draw predictions. Each task's demo lives with its task; options go to it."""
 
 from __future__ import annotations
 
-import argparse
 import importlib
 
 DEMOS = {
@@ -13,7 +12,11 @@ DEMOS = {
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="densevision demo", description=__doc__)
-    parser.add_argument("task", nargs="?", default="segmentation", choices=sorted(DEMOS))
-    args, rest = parser.parse_known_args(argv)
-    return int(importlib.import_module(DEMOS[args.task]).main(rest) or 0)
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: densevision demo [{'|'.join(DEMOS)}] [options]\n\n{__doc__}")
+        return 0
+    # The task is optional, so options such as `--max-epochs 3` are never taken for it.
+    task, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("segmentation", argv)
+    if task not in DEMOS:
+        raise SystemExit(f"densevision demo: unknown task {task!r}; choose one of {sorted(DEMOS)}")
+    return int(importlib.import_module(DEMOS[task]).main(rest) or 0)

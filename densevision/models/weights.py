@@ -20,22 +20,19 @@ class WeightsError(ValueError):
     """A weights or checkpoint file cannot be used for the model it was given to."""
 
 
-def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``path`` without executing code.
-
-    Accepts a plain state dict or a dict holding one under ``state_dict`` / ``model`` /
-    ``model_state_dict`` (Lightning and common training-script checkpoints).
+def safe_load(path: str | Path) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors that say what to do.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        WeightsError: the file is not a PyTorch checkpoint, holds objects that are refused by
-            ``weights_only=True`` loading, or holds no state dict.
+        WeightsError: the file is not a PyTorch file, or holds objects that ``weights_only=True`` refuses
+            (loading them could run code).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise WeightsError(
             f"{path}: refused to load: the file holds Python objects other than tensors and plain "
@@ -44,7 +41,19 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
         ) from err
     except Exception as err:  # torch.load raises many types (IndexError, RuntimeError...) on junk
         raise WeightsError(f"{path}: not a PyTorch checkpoint or state dict ({err})") from err
-    return _unwrap_state_dict(obj, path)
+
+
+def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``path`` without executing code (see ``safe_load``).
+
+    Accepts a plain state dict or a dict holding one under ``state_dict`` / ``model`` /
+    ``model_state_dict`` (Lightning and common training-script checkpoints).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        WeightsError: see ``safe_load``; or the file holds no state dict.
+    """
+    return _unwrap_state_dict(safe_load(path), Path(path))
 
 
 def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,131 @@
+"""``densevision extract``: a backbone's multi-scale features (or pooled embeddings) for a folder of images.
+
+Output: one ``.npz`` file (``numpy.load(path)`` reads it, no pickle):
+
+- ``<name>`` for each chosen feature (``c2``, ``c5``...): float array ``(N, C, H / stride, W / stride)``,
+  or ``(N, C)`` with ``--pooled`` (global average pool);
+- ``feature_names``, ``feature_channels``, ``feature_strides``: the backbone's ``feature_info`` for them;
+- ``image_files``: ``(N,)`` paths relative to the input folder, in the rows' order;
+- ``image_size``: ``(H, W)`` every image was resized to (bilinear, aspect ratio not kept), then
+  normalised with the ImageNet mean and std;
+- ``model``: the model name.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from densevision.images import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, find_images
+from densevision.models import create_model
+
+
+def build_backbone(name: str, features: Sequence[str] | None, weights: str | None = None) -> nn.Module:
+    """``create_model(name, features_only=True, out_features=features)``, in eval mode.
+
+    Raises:
+        ValueError: ``name`` is not a backbone (it has no ``features_only`` option) or a feature is unknown.
+    """
+    try:
+        model = create_model(name, weights=weights, features_only=True, out_features=features)
+    except TypeError as err:
+        raise ValueError(
+            f"model {name!r} is not a backbone with features_only / out_features ({err}); "
+            "choose one of densevision.list_models('densenet*')"
+        ) from err
+    return model.eval()
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module,
+    files: Sequence[Path],
+    *,
+    image_size: Sequence[int],
+    batch_size: int = 8,
+    pooled: bool = False,
+    num_workers: int = 0,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Run ``model`` (features-only backbone) over ``files``; -> ``{feature name: (N, C[, h, w]) array}``."""
+    dataset = ImageFiles(files, image_size, IMAGENET_MEAN, IMAGENET_STD)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    chunks: dict[str, list[np.ndarray]] = {spec.name: [] for spec in model.feature_info}
+    for _, images in tqdm(loader, desc="extract", unit="batch", disable=not progress):
+        for name, value in model(images).items():
+            if pooled:
+                value = F.adaptive_avg_pool2d(value, 1).flatten(1)
+            chunks[name].append(value.to(dtype).numpy())
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def save_features(
+    path: Path,
+    features: dict[str, np.ndarray],
+    model: nn.Module,
+    model_name: str,
+    files: Sequence[Path],
+    root: Path,
+    image_size: Sequence[int],
+) -> None:
+    """Write the ``.npz`` described in the module docstring."""
+    specs = [spec for spec in model.feature_info if spec.name in features]
+    relative = [str(f.relative_to(root)) if root.is_dir() else f.name for f in files]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path,
+        **features,
+        feature_names=np.array([s.name for s in specs]),
+        feature_channels=np.array([s.channels for s in specs], dtype=np.int64),
+        feature_strides=np.array([s.stride for s in specs], dtype=np.int64),
+        image_files=np.array(relative),
+        image_size=np.array(image_size, dtype=np.int64),
+        model=np.array(model_name),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="densevision extract", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="densenet121", help="backbone name (densevision.list_models())")
+    parser.add_argument("--weights", help="local state-dict file (torchvision or densevision format)")
+    parser.add_argument("--input", required=True, type=Path, help="an image file or a folder of images")
+    parser.add_argument("--output", required=True, type=Path, help="output .npz file")
+    parser.add_argument("--features", help="comma-separated feature names (default: all the backbone has)")
+    parser.add_argument("--pooled", action="store_true", help="global-average-pooled (N, C) embeddings")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers reading images")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored dtype")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    features = [n.strip() for n in args.features.split(",") if n.strip()] if args.features else None
+    model = build_backbone(args.model, features, args.weights)
+    files = find_images(args.input)
+    output = args.output if args.output.suffix == ".npz" else args.output.with_suffix(".npz")
+    result = extract_features(
+        model,
+        files,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        pooled=args.pooled,
+        num_workers=args.num_workers,
+        dtype=getattr(torch, args.dtype),
+    )
+    save_features(output, result, model, args.model, files, args.input, args.image_size)
+    shapes = ", ".join(f"{name} {tuple(value.shape)}" for name, value in result.items())
+    print(f"wrote {output}: {len(files)} images; {shapes}")
+    return 0

@@ -1,0 +1,26 @@
+"""``densevision demo segmentation`` end to end on a tiny dataset and model: run folder, outputs, summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from densevision.demos import main as demo_main
+from tests.test_cli import QUIET, TINY_MODEL, TINY_SHAPES
+
+
+def test_demo_writes_checkpoint_metrics_and_pictures(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    argv = ["segmentation", "--run-dir", str(run), "--max-epochs", "1"]
+    argv += ["--data.init_args.root", str(tmp_path / "shapes"), *TINY_SHAPES, *TINY_MODEL, *QUIET]
+    assert demo_main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"run folder      {run}" in out and "validation mIoU" in out
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    report = json.loads((run / "val_metrics.json").read_text())
+    assert report["class_names"] == ["background", "stripes", "checker", "dots", "speckle"]
+    assert f"{report['mIoU']:.4f}" in out
+    assert (run / "predictions" / "legend.png").is_file()
+    assert len(list((run / "predictions").glob("0*.png"))) == 2

@@ -1,0 +1,9 @@
+"""Same as ``densevision predict`` without a config: ``python tools/predict.py --checkpoint
+run/checkpoints/last.ckpt --input images/ --output predictions/``."""
+
+import sys
+
+from densevision.infer import main
+
+if __name__ == "__main__":
+    sys.exit(main())
