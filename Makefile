@@ -22,7 +22,7 @@ demo-det: $(STAMP)
 	$(VENV)/bin/densevision demo detection
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check densevision tests tools
+	$(VENV)/bin/ruff check .
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q

@@ -6,9 +6,9 @@ Tiramisu", CVPRW 2017. Module names match torchvision's ``DenseNet`` so its stat
 
 Feature taps (see ``densevision.models.features``), ImageNet stem:
 ``c1`` = stem conv-BN-ReLU (stride 2); ``c2``..``c4`` = each dense block's output after the following
-transition's BN-ReLU; ``c5`` = the last block after ``norm5`` + ReLU. Stride-1 stems (CIFAR, FC-DenseNet)
-are not tapped: their first block is ``c0``. With ``feature_norm=False`` the block outputs are returned
-raw (FC-DenseNet's skip connections).
+transition's BN-ReLU; ``c5`` = the last block after ``norm5`` + ReLU. 3x3 stems (CIFAR, FC-DenseNet) are
+not tapped: their first block is ``c0`` (``c1`` with ``stem_stride=2``). With ``feature_norm=False`` the
+block outputs are returned raw (FC-DenseNet's skip connections).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from densevision.models.weights import load_state_dict_strict, load_weights_file
 StemKind = Literal["imagenet", "cifar", "fcdensenet"]
 
 
-def _build_stem(kind: StemKind, in_chans: int, channels: int, norm_layer: NormLayer) -> OrderedDict:
+def _build_stem(
+    kind: StemKind, in_chans: int, channels: int, norm_layer: NormLayer, stride: int = 1
+) -> OrderedDict:
     if kind == "imagenet":
         return OrderedDict(
             conv0=nn.Conv2d(in_chans, channels, kernel_size=7, stride=2, padding=3, bias=False),
@@ -42,7 +44,8 @@ def _build_stem(kind: StemKind, in_chans: int, channels: int, norm_layer: NormLa
             pool0=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
         )
     if kind in ("cifar", "fcdensenet"):
-        return OrderedDict(conv0=nn.Conv2d(in_chans, channels, kernel_size=3, padding=1, bias=False))
+        conv0 = nn.Conv2d(in_chans, channels, kernel_size=3, stride=stride, padding=1, bias=False)
+        return OrderedDict(conv0=conv0)
     raise ValueError(f"stem must be 'imagenet', 'cifar' or 'fcdensenet', got {kind!r}")
 
 
@@ -54,6 +57,8 @@ class DenseNet(nn.Module):
         block_config: number of layers in each dense block.
         stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool), ``"cifar"`` or ``"fcdensenet"`` (3x3 conv).
         stem_channels: output channels of the stem conv.
+        stem_stride: stride of the 3x3 stem conv of the ``"cifar"`` and ``"fcdensenet"`` stems (1 or 2; 2
+            halves every feature map and the compute of the first block). The ImageNet stem's is fixed.
         bn_size: bottleneck width as a multiple of k; 0 = no bottleneck (plain DenseNet, FC-DenseNet).
         compression: transition output channels = floor(compression * input channels).
         drop_rate: dropout after each dense layer's 3x3 conv and each transition conv.
@@ -75,6 +80,7 @@ class DenseNet(nn.Module):
         block_config: Sequence[int] = (6, 12, 24, 16),
         stem: StemKind = "imagenet",
         stem_channels: int = 64,
+        stem_stride: int = 1,
         bn_size: int = 4,
         compression: float = 0.5,
         drop_rate: float = 0.0,
@@ -90,15 +96,20 @@ class DenseNet(nn.Module):
     ) -> None:
         super().__init__()
         _check_architecture(growth_rate, block_config, compression, in_chans, num_classes)
+        if stem_stride not in (1, 2) or (stem == "imagenet" and stem_stride != 1):
+            raise ValueError(
+                f"stem_stride must be 1 or 2 (and 1 for the ImageNet stem, whose stride is fixed), got "
+                f"{stem_stride} with stem={stem!r}"
+            )
         self.in_chans = in_chans
         self.stem = stem
         self.features_only = features_only
         self.feature_norm = feature_norm
         self.final_norm = final_norm
 
-        self.features = nn.Sequential(_build_stem(stem, in_chans, stem_channels, norm_layer))
+        self.features = nn.Sequential(_build_stem(stem, in_chans, stem_channels, norm_layer, stem_stride))
         specs = [FeatureSpec("c1", stem_channels, 2)] if stem == "imagenet" else []
-        stride = 4 if stem == "imagenet" else 1
+        stride = 4 if stem == "imagenet" else stem_stride
         channels = stem_channels
         for i, num_layers in enumerate(block_config):
             block = DenseBlock(
@@ -367,6 +378,7 @@ def fcdensenet_encoder(
     block_config: Sequence[int],
     *,
     stem_channels: int = 48,
+    stem_stride: int = 1,
     in_chans: int = 3,
     out_features: Sequence[str] | None = None,
     drop_rate: float = 0.2,
@@ -380,6 +392,7 @@ def fcdensenet_encoder(
         block_config=block_config,
         stem="fcdensenet",
         stem_channels=stem_channels,
+        stem_stride=stem_stride,
         bn_size=0,
         compression=1.0,
         drop_rate=drop_rate,
