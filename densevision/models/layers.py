@@ -19,6 +19,8 @@ from torch import Tensor, nn
 NormLayer = Callable[[int], nn.Module]
 
 
+# The fused block's buffer layout. channels_last measured slower on CPU (1.37x vs 1.09x torchvision's
+# step time, same run): ATen's CPU batch-norm kernels are slow on strided channels-last views.
 _BUFFER_FORMAT = torch.contiguous_format
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
