@@ -13,9 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from lightning.pytorch import LightningDataModule, LightningModule
-
-from densevision.cli import DenseVisionCLI
+from densevision.cli import run_lightning_cli
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "detection" / "demo.yaml"
 TARGET_AP50 = 0.8
@@ -26,15 +24,7 @@ def main(argv: list[str]) -> int:
         print(f"demo config not found at {DEMO_CONFIG}; run from a source checkout", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    cli = DenseVisionCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=["fit", "--config", str(DEMO_CONFIG), *argv],
-        auto_configure_optimizers=False,
-    )
+    cli = run_lightning_cli(["fit", "--config", str(DEMO_CONFIG), *argv])
     trainer = cli.trainer
     checkpoint = trainer.checkpoint_callback.best_model_path or None
     trainer.predict(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from lightning.pytorch import LightningDataModule, LightningModule
 
-from densevision.cli import DenseVisionCLI, main
+from densevision.cli import main, run_lightning_cli
 from densevision.datasets.detection_datamodule import CocoDetectionDataModule
+from densevision.datasets.synthetic_detection import generate_detection_dataset
 from densevision.tasks.detection import DetectionTask
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "detection").glob("*.yaml"))
@@ -31,18 +31,25 @@ def _tiny(tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_detection_config_parses_and_builds(config):
-    cli = DenseVisionCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
-                         subclass_mode_data=True, args=["--config", str(config)], run=False,
-                         auto_configure_optimizers=False)
+def test_every_detection_config_parses_and_builds(config, tmp_path):
+    # the data paths point at a tiny generated dataset: the label space is read from its json when the
+    # data module's num_classes is linked into the detector
+    root = generate_detection_dataset(tmp_path, num_train=2, num_val=1, image_size=64)
+    paths = [] if config.name == "demo.yaml" else [
+        f"--data.init_args.train_images={root / 'images'}",
+        f"--data.init_args.train_annotations={root / 'annotations/train.json'}",
+        f"--data.init_args.val_images={root / 'images'}",
+        f"--data.init_args.val_annotations={root / 'annotations/val.json'}",
+    ]
+    cli = run_lightning_cli(["--config", str(config), *paths], run=False)
     assert isinstance(cli.model, DetectionTask) and isinstance(cli.datamodule, CocoDetectionDataModule)
-    # class slots = categories + background slot 0: 4 shapes in the demo, 80 COCO categories otherwise
+    # class slots = categories + background slot 0, linked from the data module
     detector = cli.model.model
     if hasattr(detector, "roi_heads"):
         num_classes = detector.roi_heads.box_predictor.cls_score.out_features
     else:
         num_classes = detector.head.classification_head.num_classes
-    assert num_classes == (cli.datamodule.num_classes if config.name == "demo.yaml" else 81)
+    assert num_classes == cli.datamodule.num_classes == 5
 
 
 def test_fit_validate_predict_two_steps_through_the_cli(tmp_path):

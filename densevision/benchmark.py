@@ -1,0 +1,351 @@
+"""``densevision benchmark``: time and memory of densevision models against torchvision, in one run.
+
+Subcommands:
+    backbone   densenet121 (or ``--model``) vs torchvision's: training-step time and peak training memory,
+               plain and memory-efficient, and inference throughput (eager and ``optimize_for_inference``).
+    depth      peak training memory of CIFAR DenseNet-BC at growing depth, plain vs memory-efficient.
+    models     any registered models (``--models fcdensenet103 ...``): parameters, GFLOPs, step time,
+               peak memory plain / memory-efficient, inference throughput eager / optimised.
+
+Method. Times: every candidate runs one warm-up step, then ``--repeats`` rounds in which each candidate
+runs once in turn (interleaved, so load from other processes hits all alike); a ratio is the median of the
+per-round ratios. Peak memory: each configuration runs in a fresh Python subprocess, which builds the
+model and the optimizer and runs one warm-up step (oneDNN caches, first-touch allocations); then it
+returns freed heap to the OS (``malloc_trim``), resets the kernel's resident-memory high-water mark
+(``echo 5 > /proc/self/clear_refs``), reads ``VmRSS`` from ``/proc/self/status``, runs one training step
+and reads ``VmHWM``: the difference is the step's peak (activations, gradients, workspace) above the
+resting model and optimizer. A fresh process keeps one model's allocations from hiding another's; the
+numbers do not depend on CPU load, unlike times. Where the high-water mark cannot be reset (not Linux),
+``getrusage`` ``ru_maxrss`` growth is used instead, which under-reports when the warm-up peak was higher.
+GFLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (one forward, 1 multiply-add = 2 FLOPs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from densevision.inference import optimize_for_inference
+
+Row = dict[str, object]
+
+
+def build_model(
+    source: str, name: str, memory_efficient: bool = False, depth: int = 100, growth: int = 12
+) -> nn.Module:
+    """A model by source (``densevision`` / ``torchvision``) and registered name; ``densenet_bc`` is a
+    CIFAR DenseNet-BC of any ``depth`` and ``growth``."""
+    if source == "densevision" and name == "densenet_bc":
+        from densevision.models.backbones.densenet import cifar_densenet
+
+        return cifar_densenet(depth, growth, bottleneck=True, memory_efficient=memory_efficient)
+    if source == "torchvision":
+        import torchvision
+
+        return torchvision.models.get_model(name, memory_efficient=memory_efficient)
+    if source == "densevision":
+        from densevision.models import create_model
+
+        return create_model(name, memory_efficient=memory_efficient)
+    raise ValueError(f"model source must be 'densevision' or 'torchvision', got {source!r}")
+
+
+def _loss(out: Tensor | dict[str, Tensor]) -> Tensor:
+    if isinstance(out, dict):
+        return sum(t.float().square().mean() for t in out.values())
+    return out.float().square().mean()
+
+
+def train_step_fn(model: nn.Module, batch: Tensor) -> Callable[[], None]:
+    """A closure running forward + backward + SGD step on a fixed batch."""
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        _loss(model(batch)).backward()
+        opt.step()
+
+    return step
+
+
+def inference_fn(model: nn.Module, batch: Tensor) -> Callable[[], None]:
+    def run() -> None:
+        with torch.inference_mode():
+            model(batch)
+
+    return run
+
+
+def interleaved_times(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each function: one warm-up each, then ``repeats`` interleaved rounds."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_ratio(times: dict[str, list[float]], name: str, reference: str) -> float:
+    return statistics.median(a / b for a, b in zip(times[name], times[reference], strict=True))
+
+
+def peak_train_memory_mib(spec: dict[str, object], batch_size: int, image_size: int) -> float:
+    """Peak resident-memory growth (MiB) of one training step, measured in a fresh subprocess."""
+    payload = json.dumps({"spec": spec, "batch_size": batch_size, "image_size": image_size})
+    code = "import sys; from densevision.benchmark import _memory_child; _memory_child(sys.argv[1])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, payload], capture_output=True, text=True, check=False, timeout=1800
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory measurement of {spec} failed:\n{proc.stderr[-2000:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def _status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise KeyError(field)
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _memory_child(payload: str) -> None:
+    args = json.loads(payload)
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.manual_seed(0)
+    model = build_model(**args["spec"])
+    batch = torch.randn(args["batch_size"], 3, args["image_size"], args["image_size"])
+    step = train_step_fn(model, batch)
+    step()
+    if _reset_peak_rss():
+        before = _status_mib("VmRSS")
+        step()
+        peak = _status_mib("VmHWM")
+    else:  # ru_maxrss is in KiB on Linux
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        step()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{peak - before:.1f}")
+
+
+def count_gflops(model: nn.Module, batch: Tensor) -> float:
+    """Forward GFLOPs for ``batch`` (eval mode)."""
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(batch)
+    return counter.get_total_flops() / 1e9
+
+
+def _params_m(model: nn.Module) -> float:
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
+def print_table(title: str, rows: list[Row]) -> None:
+    """Rows of ``{column: value}`` as an aligned text table."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    cells = [[_fmt(row.get(col, "")) for col in columns] for row in rows]
+    widths = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
+    print(f"\n{title}")
+    print("  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def run_backbone(args: argparse.Namespace) -> dict[str, list[Row]]:
+    """densevision vs torchvision for one ImageNet DenseNet: training time, memory, inference."""
+    torch.manual_seed(0)
+    batch = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
+    configs = {
+        (src, me): build_model(src, args.model, memory_efficient=me)
+        for me in (False, True)
+        for src in ("torchvision", "densevision")
+    }
+    reference = configs[("torchvision", False)]
+    for model in configs.values():
+        model.load_state_dict(reference.state_dict())
+    steps = {f"{src}{' me' if me else ''}": train_step_fn(m, batch) for (src, me), m in configs.items()}
+    times = interleaved_times(steps, args.repeats)
+    train_rows = []
+    for (src, me), _ in configs.items():
+        name = f"{src}{' me' if me else ''}"
+        row: Row = {"model": args.model, "source": src, "memory_efficient": me,
+                    "step_s": statistics.median(times[name]),
+                    "time_vs_tv_plain": median_ratio(times, name, "torchvision")}
+        if me:
+            row["time_vs_tv_me"] = median_ratio(times, name, "torchvision me")
+        if not args.no_memory:
+            spec = {"source": src, "name": args.model, "memory_efficient": me}
+            row["peak_mib"] = peak_train_memory_mib(spec, args.batch_size, args.image_size)
+        train_rows.append(row)
+    if not args.no_memory:
+        tv_plain = train_rows[0]["peak_mib"]
+        for row in train_rows:
+            row["mem_vs_tv_plain"] = row["peak_mib"] / max(tv_plain, 1e-6)
+    print_table(f"training step, batch {args.batch_size} x {args.image_size}^2 (ratios: densevision / "
+                "torchvision, same run)", train_rows)
+
+    infer_rows = _inference_rows(args, configs[("densevision", False)], batch, reference)
+    print_table(f"inference, batch {args.batch_size} x {args.image_size}^2", infer_rows)
+    return {"training": train_rows, "inference": infer_rows}
+
+
+def _inference_rows(
+    args: argparse.Namespace, model: nn.Module, batch: Tensor, reference: nn.Module | None
+) -> list[Row]:
+    model.eval()
+    candidates: dict[str, nn.Module] = {}
+    if reference is not None:
+        candidates["torchvision eager fp32"] = reference.eval()
+    candidates["densevision eager fp32"] = model
+    candidates["densevision optimized fp32"] = optimize_for_inference(model, bf16=False, compile=args.compile)
+    optimized = optimize_for_inference(model, compile=args.compile)
+    if optimized.bf16:
+        candidates["densevision optimized bf16"] = optimized
+    with torch.inference_mode():
+        expected = model(batch)
+    times = interleaved_times({k: inference_fn(m, batch) for k, m in candidates.items()}, args.repeats)
+    base = next(iter(candidates))
+    rows = []
+    for name, m in candidates.items():
+        with torch.inference_mode():
+            out = m(batch)
+        row: Row = {"path": name, "images_per_s": args.batch_size / statistics.median(times[name]),
+                    "speedup_vs_" + base.split()[0]: 1 / median_ratio(times, name, base)}
+        if isinstance(out, Tensor) and isinstance(expected, Tensor):
+            row["max_abs_diff"] = (out.float() - expected.float()).abs().max().item()
+            if out.dim() == 2:
+                row["top1_agree"] = (out.argmax(1) == expected.argmax(1)).float().mean().item()
+        rows.append(row)
+    return rows
+
+
+def run_depth(args: argparse.Namespace) -> dict[str, list[Row]]:
+    """Peak training memory of CIFAR DenseNet-BC at growing depth: linear with memory_efficient."""
+    rows = []
+    for depth in args.depths:
+        row: Row = {"depth": depth, "growth": args.growth}
+        for me in (False, True):
+            spec = {"source": "densevision", "name": "densenet_bc", "memory_efficient": me,
+                    "depth": depth, "growth": args.growth}
+            row["me_peak_mib" if me else "plain_peak_mib"] = peak_train_memory_mib(
+                spec, args.batch_size, args.image_size
+            )
+        row["me_mib_per_layer"] = row["me_peak_mib"] / depth
+        row["plain_mib_per_layer"] = row["plain_peak_mib"] / depth
+        rows.append(row)
+    print_table(f"peak training memory vs depth, DenseNet-BC k={args.growth}, batch {args.batch_size} x "
+                f"{args.image_size}^2 (flat MiB/layer = linear growth)", rows)
+    return {"depth": rows}
+
+
+def run_models(args: argparse.Namespace) -> dict[str, list[Row]]:
+    """Params, GFLOPs, step time, peak memory and inference speed-up of registered densevision models."""
+    torch.manual_seed(0)
+    batch = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
+    rows = []
+    for name in args.models:
+        plain, efficient = (build_model("densevision", name, memory_efficient=me) for me in (False, True))
+        efficient.load_state_dict(plain.state_dict())
+        row: Row = {"model": name, "params_m": _params_m(plain), "gflops": count_gflops(plain, batch)}
+        times = interleaved_times(
+            {"plain": train_step_fn(plain, batch), "me": train_step_fn(efficient, batch)}, args.repeats
+        )
+        row["step_s"] = statistics.median(times["plain"])
+        row["me_time_ratio"] = median_ratio(times, "me", "plain")
+        if not args.no_memory:
+            peaks = [peak_train_memory_mib({"source": "densevision", "name": name, "memory_efficient": me},
+                                           args.batch_size, args.image_size) for me in (False, True)]
+            row["plain_peak_mib"], row["me_peak_mib"] = peaks
+            row["me_mem_ratio"] = peaks[1] / max(peaks[0], 1e-6)
+        infer = _inference_rows(args, plain, batch, None)
+        row["optimized_speedup"] = max(r[next(k for k in r if k.startswith("speedup"))] for r in infer)
+        rows.append(row)
+    print_table(f"models, batch {args.batch_size} x {args.image_size}^2", rows)
+    return {"models": rows}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="densevision benchmark", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in (("backbone", "densevision vs torchvision DenseNet"),
+                           ("depth", "peak memory vs depth (DenseNet-BC, CIFAR size)"),
+                           ("models", "registered models: params, GFLOPs, time, memory, inference")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--batch-size", type=int, default=None)
+        p.add_argument("--image-size", type=int, default=None)
+        p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (median ratio)")
+        p.add_argument("--quick", action="store_true", help="tiny sizes and one round: a smoke run")
+        p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+        p.add_argument("--compile", action="store_true", help="torch.compile the optimised inference path")
+        p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+        p.add_argument("--json", type=Path, default=None, help="also write the tables to this JSON file")
+        if name == "backbone":
+            p.add_argument("--model", default="densenet121", help="an ImageNet DenseNet both libraries have")
+        if name == "depth":
+            p.add_argument("--depths", type=int, nargs="+", default=[100, 250, 400])
+            p.add_argument("--growth", type=int, default=12)
+        if name == "models":
+            p.add_argument("--models", nargs="+", default=["densenet121"])
+    return parser
+
+
+_DEFAULT_SIZES = {"backbone": (8, 224), "depth": (16, 32), "models": (2, 224)}
+_QUICK_SIZES = {"backbone": (2, 64), "depth": (2, 32), "models": (2, 64)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    batch, size = (_QUICK_SIZES if args.quick else _DEFAULT_SIZES)[args.command]
+    args.batch_size = args.batch_size or batch
+    args.image_size = args.image_size or size
+    if args.quick:
+        args.repeats = 1
+        if args.command == "depth":
+            args.depths = [d for d in args.depths if d <= 100] or args.depths[:1]
+    if args.repeats < 1 or args.batch_size < 1 or args.image_size < 1:
+        raise SystemExit("--repeats, --batch-size and --image-size must be positive")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    runner = {"backbone": run_backbone, "depth": run_depth, "models": run_models}[args.command]
+    tables = runner(args)
+    if args.json:
+        args.json.write_text(json.dumps(tables, indent=2, default=str))
+        print(f"\nwrote {args.json}")
+    return 0

@@ -1,0 +1,140 @@
+"""The fused training path of DenseBlock against the module path and torchvision: outputs, parameter
+gradients and BN running statistics; the fallbacks (eval, FrozenBatchNorm2d, dropout, compile, trace)."""
+
+from __future__ import annotations
+
+import copy
+from unittest import mock
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from densevision.models import layers
+from densevision.models.backbones.densenet import DenseNet
+from densevision.models.layers import DenseBlock
+
+
+def module_path():
+    """Inside ``with module_path():`` DenseBlock takes the per-layer module path (the reference)."""
+    return mock.patch.object(layers, "_fast_path_applies", lambda *args: False)
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    (out * weight).sum().backward()
+    return out
+
+
+def _assert_same_state(a: nn.Module, b: nn.Module, atol: float) -> None:
+    grads_b = dict(b.named_parameters())
+    for name, p in a.named_parameters():
+        torch.testing.assert_close(p.grad, grads_b[name].grad, atol=atol, rtol=atol, msg=f"grad of {name}")
+    bufs_b = dict(b.named_buffers())
+    for name, buf in a.named_buffers():
+        torch.testing.assert_close(buf, bufs_b[name], atol=atol, rtol=atol, msg=f"buffer {name}")
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True], ids=["plain", "memory-efficient"])
+@pytest.mark.parametrize("bn_size", [4, 0], ids=["bottleneck", "no-bottleneck"])
+def test_fused_block_equals_module_path(bn_size, memory_efficient):
+    fused = DenseBlock(3, 6, 4, bn_size, 0.0, memory_efficient=memory_efficient).double()
+    reference = copy.deepcopy(fused)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    weight = torch.randn(2, fused.out_channels, 5, 7, dtype=torch.float64)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    assert layers._fast_path_applies(fused, x1)
+    out = _train_step(fused, x1, weight)
+    with module_path():
+        expected = _train_step(reference, x2, weight)
+    assert out.shape == (2, 6 + 3 * 4, 5, 7)
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-10, rtol=1e-10)
+    _assert_same_state(fused, reference, atol=1e-10)
+
+
+def test_densenet_matches_torchvision_after_a_training_step():
+    """Same weights: logits, every parameter gradient and every running statistic after an SGD step equal
+    torchvision's (float64, where float32 rounding of ill-conditioned BN gradients cannot hide a bug).
+    A four-block k=8 DenseNet keeps torchvision's key names (``norm5``) at a fraction of the cost."""
+    tv = torchvision.models.DenseNet(8, (2, 2, 2, 2), 16, bn_size=4, num_classes=10).double()
+    dv = DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), stem_channels=16, num_classes=10).double()
+    dv.load_state_dict(tv.state_dict())
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    for model in (dv, tv):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        model.out = model(x)
+        model.out.square().mean().backward()
+        opt.step()
+    torch.testing.assert_close(dv.out, tv.out, atol=1e-9, rtol=1e-9)
+    _assert_same_state(dv, tv, atol=1e-8)
+    dv.eval(), tv.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(dv(x), tv(x), atol=1e-9, rtol=1e-9)
+
+
+def _tiny(**kwargs) -> DenseNet:
+    return DenseNet(growth_rate=4, block_config=(2, 2), stem_channels=8, num_classes=5, **kwargs)
+
+
+def test_memory_efficient_equals_plain_densenet():
+    plain = _tiny().double()
+    efficient = _tiny(memory_efficient=True).double()
+    efficient.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    weight = torch.randn(2, 5, dtype=torch.float64)
+    torch.testing.assert_close(_train_step(efficient, x, weight), _train_step(plain, x, weight))
+    _assert_same_state(efficient, plain, atol=1e-10)
+
+
+def test_frozen_batchnorm_takes_the_module_path_and_matches_eval_batchnorm():
+    bn_model = _tiny().eval()
+    with torch.no_grad():
+        for m in bn_model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    frozen = _tiny(norm_layer=FrozenBatchNorm2d)
+    frozen.load_state_dict(bn_model.state_dict(), strict=False)
+    x = torch.randn(2, 3, 32, 32)
+    block = frozen.features.denseblock1
+    assert not layers._fast_path_applies(block, x)
+    out = frozen(x)  # training mode: frozen statistics, trainable convs
+    out.sum().backward()
+    torch.testing.assert_close(out, bn_model(x), atol=1e-5, rtol=1e-5)
+    assert frozen.features.conv0.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [(lambda m: m.eval(), "eval"), (lambda m: m.train().requires_grad_(False), "no grad")],
+)
+def test_fallback_conditions(change, reason):
+    block = DenseBlock(2, 6, 4, 4, 0.0)
+    x = torch.randn(2, 6, 4, 4)
+    change(block)
+    with torch.set_grad_enabled(reason != "no grad"):
+        assert not layers._fast_path_applies(block, x)
+    dropout_block = DenseBlock(2, 6, 4, 4, 0.2)
+    assert not layers._fast_path_applies(dropout_block, x)
+
+
+def test_trace_in_eval_matches_eager():
+    model = _tiny().eval()
+    x = torch.randn(1, 3, 32, 32)
+    traced = torch.jit.trace(model, x)
+    torch.testing.assert_close(traced(x), model(x))
+
+
+def test_memory_efficient_under_torch_compile_matches_eager():
+    """Under compile the block takes the module path (checkpointed when memory-efficient); aot_eager
+    traces forward and backward like inductor but skips C++ code generation, keeping the test short."""
+    eager = _tiny(memory_efficient=True)
+    compiled_model = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_model, backend="aot_eager")
+    x = torch.randn(2, 3, 32, 32)
+    weight = torch.randn(2, 5)
+    torch.testing.assert_close(_train_step(compiled, x, weight), _train_step(eager, x, weight))
+    _assert_same_state(compiled_model, eager, atol=1e-5)

@@ -1,0 +1,79 @@
+"""optimize_for_inference: same predictions as the eval-mode model, BN folded, original untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from densevision import optimize_for_inference
+from densevision.inference import fold_batchnorms
+from densevision.models.backbones.densenet import DenseNet
+
+
+def _tiny(**kwargs) -> DenseNet:
+    model = DenseNet(growth_rate=4, block_config=(2, 2), stem_channels=8, num_classes=7, **kwargs)
+    with torch.no_grad():  # non-trivial statistics, so a wrong fold would show
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+def test_fp32_path_matches_eval_model_and_leaves_the_original_alone():
+    model = _tiny().train()
+    x = torch.randn(3, 3, 32, 32)
+    optimized = optimize_for_inference(model, bf16=False, example_input=x)
+    assert model.training and isinstance(model.features.norm0, nn.BatchNorm2d)
+    assert isinstance(optimized.model.features.norm0, nn.Identity)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    out = optimized(x)
+    assert out.dtype == torch.float32 and out.shape == expected.shape
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_path_agrees_with_fp32_predictions():
+    """bf16 keeps ~3 significant digits: outputs within 5% of the logit range, top-1 identical here."""
+    model = _tiny().eval()
+    x = torch.randn(8, 3, 32, 32)
+    optimized = optimize_for_inference(model, bf16=True)
+    with torch.no_grad():
+        expected = model(x)
+    out = optimized(x)
+    assert out.dtype == torch.float32
+    assert (out - expected).abs().max() <= 0.05 * (expected.max() - expected.min())
+    assert (out.argmax(1) == expected.argmax(1)).float().mean() >= 0.75
+
+
+def test_feature_dict_is_returned_with_its_keys():
+    model = _tiny(features_only=True).eval()
+    x = torch.randn(1, 3, 32, 32)
+    optimized = optimize_for_inference(model, bf16=False)
+    with torch.no_grad():
+        expected = model(x)
+    out = optimized(x)
+    assert list(out) == list(expected)
+    assert optimized.feature_info == model.feature_info
+    for name in expected:
+        torch.testing.assert_close(out[name], expected[name], atol=1e-4, rtol=1e-4)
+
+
+def test_folds_stem_and_bottleneck_pairs_including_frozen_batchnorm():
+    model = _tiny(norm_layer=FrozenBatchNorm2d)
+    reference = _tiny()
+    model.load_state_dict(reference.state_dict(), strict=False)
+    # stem conv0->norm0 + one conv1->norm2 per bottleneck layer (2 blocks x 2 layers)
+    assert fold_batchnorms(model) == 1 + 4
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference.eval()(x), atol=1e-4, rtol=1e-4)
+
+
+def test_bad_example_input_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"must be an \(N, C, H, W\) tensor, got \(3, 32, 32\)"):
+        optimize_for_inference(_tiny(), example_input=torch.randn(3, 32, 32))

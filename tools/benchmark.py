@@ -1,0 +1,8 @@
+"""Thin entry point: ``python tools/benchmark.py backbone ...`` == ``densevision benchmark backbone ...``."""
+
+import sys
+
+from densevision.benchmark import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
