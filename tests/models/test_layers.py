@@ -17,6 +17,19 @@ from densevision.models.backbones.densenet import DenseNet
 from densevision.models.layers import DenseBlock
 
 
+@pytest.fixture(autouse=True)
+def _fused_plain_training(monkeypatch):
+    """These tests exercise the fused path for plain training too (off by default: see layers.py)."""
+    monkeypatch.setattr(layers, "FUSED_PLAIN_TRAINING", True)
+
+
+def test_plain_training_takes_the_module_path_by_default(monkeypatch):
+    monkeypatch.setattr(layers, "FUSED_PLAIN_TRAINING", False)
+    x = torch.randn(2, 6, 5, 7)
+    assert not layers._fast_path_applies(DenseBlock(2, 6, 4, 4, 0.0).train(), x)
+    assert layers._fast_path_applies(DenseBlock(2, 6, 4, 4, 0.0, memory_efficient=True).train(), x)
+
+
 def module_path():
     """Inside ``with module_path():`` DenseBlock takes the per-layer module path (the reference)."""
     return mock.patch.object(layers, "_fast_path_applies", lambda *args: False)
