@@ -12,9 +12,11 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from densevision.datasets.transforms import MEAN, STD
+
 # What torchvision's ImageNet weights and densevision's segmentation presets expect.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = MEAN  # the data package's presets are the one source of dataset statistics
+IMAGENET_STD = STD
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
