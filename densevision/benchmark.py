@@ -9,14 +9,20 @@ Subcommands:
 
 Method. Times: every candidate runs one warm-up step, then ``--repeats`` rounds in which each candidate
 runs once in turn (interleaved, so load from other processes hits all alike); a ratio is the median of the
-per-round ratios. Peak memory: each configuration runs in a fresh Python subprocess, which builds the
-model and the optimizer and runs one warm-up step (oneDNN caches, first-touch allocations); then it
-returns freed heap to the OS (``malloc_trim``), resets the kernel's resident-memory high-water mark
-(``echo 5 > /proc/self/clear_refs``), reads ``VmRSS`` from ``/proc/self/status``, runs one training step
-and reads ``VmHWM``: the difference is the step's peak (activations, gradients, workspace) above the
-resting model and optimizer. A fresh process keeps one model's allocations from hiding another's; the
-numbers do not depend on CPU load, unlike times. Where the high-water mark cannot be reset (not Linux),
-``getrusage`` ``ru_maxrss`` growth is used instead, which under-reports when the warm-up peak was higher.
+per-round ratios.
+
+Peak memory: each configuration runs in a fresh Python subprocess, which builds the model and an
+SGD-with-momentum optimizer and runs one warm-up step (gradients, momentum buffers, oneDNN caches).
+Gradients are then zeroed in place, so parameters, buffers, gradients and optimizer state (``state_mib``)
+are resident before the measured steps, as when training with ``zero_grad(set_to_none=False)``. The
+primary figure, ``act_peak_mib``, is the most bytes PyTorch's allocator holds live during one training
+step above what was live before it: activations saved for backward, their gradients and workspace, free
+of malloc fragmentation and of CPU load. On CPU it is read from ``torch.profiler``'s memory events (each
+allocation carries the running total of bytes allocated since profiling began and still live); on CUDA
+from ``torch.cuda.max_memory_allocated``. Alongside, ``rss_mib`` is the resident-set growth over another
+step (``malloc_trim``, reset the kernel's high-water mark with ``echo 5 > /proc/self/clear_refs``, then
+``VmHWM - VmRSS``; ``getrusage`` growth where it cannot be reset): what the OS sees, glibc's fragmentation
+and mmap thresholds included.
 GFLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (one forward, 1 multiply-add = 2 FLOPs).
 """
 
@@ -30,11 +36,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch._C._profiler import _EventType
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from densevision.inference import optimize_for_inference
@@ -68,13 +76,20 @@ def _loss(out: Tensor | dict[str, Tensor]) -> Tensor:
     return out.float().square().mean()
 
 
-def train_step_fn(model: nn.Module, batch: Tensor) -> Callable[[], None]:
-    """A closure running forward + backward + SGD step on a fixed batch."""
+def sgd(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+
+def train_step_fn(
+    model: nn.Module, batch: Tensor, optimizer: torch.optim.Optimizer | None = None, set_to_none: bool = True
+) -> Callable[[], None]:
+    """A closure running zero-grad + forward + backward + optimizer step (default: SGD with momentum) on a
+    fixed batch; ``set_to_none=False`` zeroes the gradients in place instead of freeing them."""
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    opt = optimizer or sgd(model)
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=set_to_none)
         _loss(model(batch)).backward()
         opt.step()
 
@@ -106,8 +121,44 @@ def median_ratio(times: dict[str, list[float]], name: str, reference: str) -> fl
     return statistics.median(a / b for a, b in zip(times[name], times[reference], strict=True))
 
 
-def peak_train_memory_mib(spec: dict[str, object], batch_size: int, image_size: int) -> float:
-    """Peak resident-memory growth (MiB) of one training step, measured in a fresh subprocess."""
+def peak_allocated_bytes(fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
+    """Most bytes PyTorch's allocator on ``device`` holds live while ``fn`` runs, above those live before.
+
+    CPU: the maximum running total of ``torch.profiler``'s memory events, which counts blocks allocated
+    since profiling began and not yet freed (freeing a block allocated earlier is not subtracted, so
+    ``fn`` should not free what it did not allocate). CUDA: the caching allocator's peak statistic.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    if device.type != "cpu":
+        raise ValueError(f"peak memory is measured on 'cpu' or 'cuda' devices, got {device}")
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    # The typed event tree is what torch.profiler's own memory timeline reads allocations from.
+    totals = [
+        event.typed[1].total_allocated
+        for event in _walk(prof.profiler.kineto_results.experimental_event_tree())
+        if event.typed[0] == _EventType.Allocation and event.typed[1].device.type == "cpu"
+    ]
+    return max(totals, default=0)
+
+
+def _walk(events: list) -> Iterator:
+    for event in events:
+        yield event
+        yield from _walk(event.children)
+
+
+def peak_train_memory_mib(spec: dict[str, object], batch_size: int, image_size: int) -> dict[str, float]:
+    """Memory of one training step, measured in a fresh subprocess (MiB): ``act_peak_mib`` (allocator peak
+    above the resting state), ``state_mib`` (parameters, buffers, gradients, optimizer state) and
+    ``rss_mib`` (resident-set growth)."""
     payload = json.dumps({"spec": spec, "batch_size": batch_size, "image_size": image_size})
     code = "import sys; from densevision.benchmark import _memory_child; _memory_child(sys.argv[1])"
     proc = subprocess.run(
@@ -115,7 +166,7 @@ def peak_train_memory_mib(spec: dict[str, object], batch_size: int, image_size: 
     )
     if proc.returncode != 0:
         raise RuntimeError(f"memory measurement of {spec} failed:\n{proc.stderr[-2000:]}")
-    return float(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _status_mib(field: str) -> float:
@@ -134,23 +185,42 @@ def _reset_peak_rss() -> bool:
     return True
 
 
+def _rss_growth_mib(fn: Callable[[], object]) -> float:
+    if _reset_peak_rss():
+        before = _status_mib("VmRSS")
+        fn()
+        return _status_mib("VmHWM") - before
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    fn()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+
+
+def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the model's parameters, buffers and gradients and the optimizer's state tensors."""
+    tensors = [*model.parameters(), *model.buffers()]
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+    tensors += [t for state in optimizer.state.values() for t in state.values() if isinstance(t, Tensor)]
+    unique = {t.data_ptr(): t.numel() * t.element_size() for t in tensors}
+    return sum(unique.values())
+
+
+def measure_train_memory(spec: dict[str, object], batch_size: int, image_size: int) -> dict[str, float]:
+    """What ``peak_train_memory_mib`` reports, measured in this process (see the module docstring)."""
+    torch.manual_seed(0)
+    model = build_model(**spec)
+    batch = torch.randn(batch_size, 3, image_size, image_size)
+    optimizer = sgd(model)
+    step = train_step_fn(model, batch, optimizer, set_to_none=False)
+    step()
+    result = {"state_mib": state_bytes(model, optimizer) / 2**20, "rss_mib": _rss_growth_mib(step)}
+    result["act_peak_mib"] = peak_allocated_bytes(step, "cpu") / 2**20
+    return result
+
+
 def _memory_child(payload: str) -> None:
     args = json.loads(payload)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    torch.manual_seed(0)
-    model = build_model(**args["spec"])
-    batch = torch.randn(args["batch_size"], 3, args["image_size"], args["image_size"])
-    step = train_step_fn(model, batch)
-    step()
-    if _reset_peak_rss():
-        before = _status_mib("VmRSS")
-        step()
-        peak = _status_mib("VmHWM")
-    else:  # ru_maxrss is in KiB on Linux
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        step()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{peak - before:.1f}")
+    print(json.dumps(measure_train_memory(args["spec"], args["batch_size"], args["image_size"])))
 
 
 def count_gflops(model: nn.Module, batch: Tensor) -> float:
@@ -210,12 +280,12 @@ def run_backbone(args: argparse.Namespace) -> dict[str, list[Row]]:
             row["time_vs_tv_me"] = median_ratio(times, name, "torchvision me")
         if not args.no_memory:
             spec = {"source": src, "name": args.model, "memory_efficient": me}
-            row["peak_mib"] = peak_train_memory_mib(spec, args.batch_size, args.image_size)
+            row.update(peak_train_memory_mib(spec, args.batch_size, args.image_size))
         train_rows.append(row)
     if not args.no_memory:
-        tv_plain = train_rows[0]["peak_mib"]
+        tv_plain = train_rows[0]["act_peak_mib"]
         for row in train_rows:
-            row["mem_vs_tv_plain"] = row["peak_mib"] / max(tv_plain, 1e-6)
+            row["mem_vs_tv_plain"] = row["act_peak_mib"] / max(tv_plain, 1e-6)
     print_table(f"training step, batch {args.batch_size} x {args.image_size}^2 (ratios: densevision / "
                 "torchvision, same run)", train_rows)
 
@@ -255,21 +325,27 @@ def _inference_rows(
 
 
 def run_depth(args: argparse.Namespace) -> dict[str, list[Row]]:
-    """Peak training memory of CIFAR DenseNet-BC at growing depth: linear with memory_efficient."""
+    """Peak training memory of CIFAR DenseNet-BC at growing depth: linear with memory_efficient.
+
+    ``state_mib`` (parameters, gradients, momentum) grows quadratically with depth whatever the mode (layer
+    l's 1x1 conv has 4k x C_l weights), so the activation peak above it is what must grow linearly.
+    """
     rows = []
     for depth in args.depths:
         row: Row = {"depth": depth, "growth": args.growth}
         for me in (False, True):
             spec = {"source": "densevision", "name": "densenet_bc", "memory_efficient": me,
                     "depth": depth, "growth": args.growth}
-            row["me_peak_mib" if me else "plain_peak_mib"] = peak_train_memory_mib(
-                spec, args.batch_size, args.image_size
-            )
-        row["me_mib_per_layer"] = row["me_peak_mib"] / depth
-        row["plain_mib_per_layer"] = row["plain_peak_mib"] / depth
+            mem = peak_train_memory_mib(spec, args.batch_size, args.image_size)
+            mode = "me" if me else "plain"
+            row["state_mib"] = mem["state_mib"]
+            row[f"{mode}_act_mib"] = mem["act_peak_mib"]
+            row[f"{mode}_act_mib_per_layer"] = mem["act_peak_mib"] / depth
+            row[f"{mode}_rss_mib"] = mem["rss_mib"]
         rows.append(row)
-    print_table(f"peak training memory vs depth, DenseNet-BC k={args.growth}, batch {args.batch_size} x "
-                f"{args.image_size}^2 (flat MiB/layer = linear growth)", rows)
+    print_table(f"training-step memory vs depth, DenseNet-BC k={args.growth}, batch {args.batch_size} x "
+                f"{args.image_size}^2: state = params + grads + momentum, act = allocator peak above it "
+                "(flat act MiB/layer = linear growth), rss = resident-set growth", rows)
     return {"depth": rows}
 
 
@@ -288,10 +364,13 @@ def run_models(args: argparse.Namespace) -> dict[str, list[Row]]:
         row["step_s"] = statistics.median(times["plain"])
         row["me_time_ratio"] = median_ratio(times, "me", "plain")
         if not args.no_memory:
-            peaks = [peak_train_memory_mib({"source": "densevision", "name": name, "memory_efficient": me},
-                                           args.batch_size, args.image_size) for me in (False, True)]
-            row["plain_peak_mib"], row["me_peak_mib"] = peaks
-            row["me_mem_ratio"] = peaks[1] / max(peaks[0], 1e-6)
+            plain_mem, me_mem = (
+                peak_train_memory_mib({"source": "densevision", "name": name, "memory_efficient": me},
+                                      args.batch_size, args.image_size) for me in (False, True)
+            )
+            row["state_mib"] = plain_mem["state_mib"]
+            row["plain_act_mib"], row["me_act_mib"] = plain_mem["act_peak_mib"], me_mem["act_peak_mib"]
+            row["me_mem_ratio"] = me_mem["act_peak_mib"] / max(plain_mem["act_peak_mib"], 1e-6)
         infer = _inference_rows(args, plain, batch, None)
         row["optimized_speedup"] = max(r[next(k for k in r if k.startswith("speedup"))] for r in infer)
         rows.append(row)

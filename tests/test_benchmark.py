@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import torchvision
 
 from densevision import benchmark
-from densevision.benchmark import main, peak_train_memory_mib
-from densevision.models.backbones.densenet import DenseNet
+from densevision.benchmark import main, peak_allocated_bytes
+from densevision.models.backbones.densenet import DenseNet, cifar_densenet
+
+MIB = 2**20
 
 
 def _tiny_pair(source: str, name: str, memory_efficient: bool = False, **_: object):
@@ -36,10 +39,50 @@ def test_backbone_quick_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert "training step" in capsys.readouterr().out
 
 
-def test_peak_memory_is_measured_in_a_subprocess():
-    spec = {"source": "densevision", "name": "densenet_bc", "memory_efficient": False, "depth": 10,
-            "growth": 4}
-    assert peak_train_memory_mib(spec, batch_size=4, image_size=32) > 0
+def test_backbone_memory_columns(monkeypatch):
+    monkeypatch.setattr(benchmark, "build_model", _tiny_pair)
+    # In-process, so the tiny models reach the measurement; the subprocess route is tested by the depth run.
+    monkeypatch.setattr(benchmark, "peak_train_memory_mib", benchmark.measure_train_memory)
+    tables = benchmark.run_backbone(benchmark._parser().parse_args(
+        ["backbone", "--batch-size", "2", "--image-size", "32", "--repeats", "1"]))
+    for row in tables["training"]:
+        assert row["act_peak_mib"] > 0 and row["rss_mib"] >= 0
+        params = sum(p.numel() for p in _tiny_pair(str(row["source"]), "").parameters())
+        # parameters + gradients + momentum, plus a few BatchNorm buffers
+        assert 3 * params * 4 / MIB <= row["state_mib"] < 3.1 * params * 4 / MIB
+    assert tables["training"][0]["mem_vs_tv_plain"] == pytest.approx(1.0)
+
+
+def _hold_4_then_8_mib() -> None:
+    first = torch.ones(MIB)  # float32: 4 MiB
+    second = torch.ones(2 * MIB)  # 8 MiB while the first is live
+    del first, second
+    torch.ones(MIB // 4)  # 1 MiB after both are freed: below the peak
+
+
+def test_peak_allocated_bytes_of_a_known_allocation_pattern():
+    resident = torch.ones(MIB)  # live before the call: not counted
+    assert peak_allocated_bytes(_hold_4_then_8_mib) == pytest.approx(12 * MIB, abs=64 * 1024)
+    assert peak_allocated_bytes(lambda: resident.add_(1)) < 64 * 1024
+    assert peak_allocated_bytes(lambda: None) == 0
+
+
+def test_peak_allocated_bytes_rejects_other_devices():
+    with pytest.raises(ValueError, match="'cpu' or 'cuda' devices, got meta"):
+        peak_allocated_bytes(lambda: None, "meta")
+
+
+def test_depth_table_reports_state_activation_and_rss_per_mode(tmp_path):
+    out = tmp_path / "depth.json"
+    main(["depth", "--depths", "10", "--growth", "4", "--batch-size", "2", "--json", str(out)])
+    (row,) = json.loads(out.read_text())["depth"]
+    model = cifar_densenet(10, 4, bottleneck=True)
+    params = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    assert row["state_mib"] == pytest.approx((3 * params * 4 + buffers) / MIB)
+    for mode in ("plain", "me"):
+        assert row[f"{mode}_act_mib"] > 0 and row[f"{mode}_rss_mib"] >= 0
+        assert row[f"{mode}_act_mib_per_layer"] == pytest.approx(row[f"{mode}_act_mib"] / 10)
 
 
 def test_bad_sizes_are_rejected():
