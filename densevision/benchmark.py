@@ -22,7 +22,9 @@ allocation carries the running total of bytes allocated since profiling began an
 from ``torch.cuda.max_memory_allocated``. Alongside, ``rss_mib`` is the resident-set growth over another
 step (``malloc_trim``, reset the kernel's high-water mark with ``echo 5 > /proc/self/clear_refs``, then
 ``VmHWM - VmRSS``; ``getrusage`` growth where it cannot be reset): what the OS sees, glibc's fragmentation
-and mmap thresholds included.
+included. It exceeds the allocator peak mostly through glibc's dynamic mmap threshold (freed large blocks
+raise it up to 32 MiB, after which activation-sized blocks come from the fragmenting heap); with it pinned,
+e.g. ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment, it came within 7% of ``act_peak_mib``.
 GFLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (one forward, 1 multiply-add = 2 FLOPs).
 """
 
