@@ -215,7 +215,7 @@ def measure_train_memory(spec: dict[str, object], batch_size: int, image_size: i
     step = train_step_fn(model, batch, optimizer, set_to_none=False)
     step()
     result = {"state_mib": state_bytes(model, optimizer) / 2**20, "rss_mib": _rss_growth_mib(step)}
-    result["act_peak_mib"] = peak_allocated_bytes(step, "cpu") / 2**20
+    result["act_peak_mib"] = peak_allocated_bytes(step, batch.device) / 2**20
     return result
 
 
