@@ -17,16 +17,9 @@ from densevision.models.backbones.densenet import DenseNet
 from densevision.models.layers import DenseBlock
 
 
-@pytest.fixture(autouse=True)
-def _fused_plain_training(monkeypatch):
-    """These tests exercise the fused path for plain training too (off by default: see layers.py)."""
-    monkeypatch.setattr(layers, "FUSED_PLAIN_TRAINING", True)
-
-
-def test_plain_training_takes_the_module_path_by_default(monkeypatch):
-    monkeypatch.setattr(layers, "FUSED_PLAIN_TRAINING", False)
+def test_cpu_training_takes_the_fused_path_plain_and_memory_efficient():
     x = torch.randn(2, 6, 5, 7)
-    assert not layers._fast_path_applies(DenseBlock(2, 6, 4, 4, 0.0).train(), x)
+    assert layers._fast_path_applies(DenseBlock(2, 6, 4, 4, 0.0).train(), x)
     assert layers._fast_path_applies(DenseBlock(2, 6, 4, 4, 0.0, memory_efficient=True).train(), x)
 
 
@@ -151,3 +144,53 @@ def test_memory_efficient_under_torch_compile_matches_eager():
     weight = torch.randn(2, 5)
     torch.testing.assert_close(_train_step(compiled, x, weight), _train_step(eager, x, weight))
     _assert_same_state(compiled_model, eager, atol=1e-5)
+
+
+def _max_rel_errors(model: nn.Module, exact: nn.Module) -> dict[str, float]:
+    """Per parameter: max |grad - exact grad| / max |exact grad|."""
+    exact_grads = {name: p.grad for name, p in exact.named_parameters()}
+    return {
+        name: ((p.grad.double() - exact_grads[name]).abs().max() / exact_grads[name].abs().max()).item()
+        for name, p in model.named_parameters()
+    }
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True], ids=["plain", "memory-efficient"])
+def test_float32_fused_block_is_as_accurate_as_the_module_path(memory_efficient):
+    """In float32 the fused path (compiled kernels, shared statistics, GEMM 1x1 conv) must be as close to
+    the float64 result as the float32 module path is: its error may not exceed the module path's by more
+    than a small factor. (Equality to a fixed tolerance would be meaningless: BN gradients through batch
+    statistics lose digits to cancellation in either implementation.)"""
+    torch.manual_seed(0)
+    fused = DenseBlock(4, 16, 8, 4, 0.0, memory_efficient=memory_efficient)
+    with torch.no_grad():
+        for m in fused.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(-1.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    module32, exact = copy.deepcopy(fused), copy.deepcopy(fused).double()
+    x = torch.randn(4, 16, 12, 12) * 2 + 0.5
+    weight = torch.randn(4, fused.out_channels, 12, 12)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert layers._fast_path_applies(fused, cl)
+    out = _train_step(fused, cl.clone().requires_grad_(), weight)
+    with module_path():
+        _train_step(module32, cl.clone().requires_grad_(), weight)
+        expected = _train_step(exact, x.double().requires_grad_(), weight.double())
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    fused_err, module_err = _max_rel_errors(fused, exact), _max_rel_errors(module32, exact)
+    for name, err in fused_err.items():
+        assert err <= 4 * module_err[name] + 1e-5, (name, err, module_err[name])
+    for name, buf in exact.named_buffers():
+        torch.testing.assert_close(dict(fused.named_buffers())[name].to(buf.dtype), buf, atol=1e-5, rtol=1e-5)
+
+
+def test_densenet_runs_channels_last_on_cpu_and_accepts_nchw_input():
+    model = _tiny()
+    x = torch.randn(2, 3, 32, 32)
+    feats = DenseNet(growth_rate=4, block_config=(2, 2), stem_channels=8, features_only=True)(x)
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in feats.values())
+    out = model(x)
+    out.sum().backward()
+    assert out.shape == (2, 5) and model.features.conv0.weight.grad is not None
