@@ -200,6 +200,8 @@ def print_table(title: str, rows: list[Row]) -> None:
 
 def _fmt(value: object) -> str:
     if isinstance(value, float):
+        if 0 < abs(value) < 1e-3:  # output differences: show their size, not 0.000
+            return f"{value:.1e}"
         return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
     return str(value)
 

@@ -107,7 +107,7 @@ class _DetectorBackbone(nn.Module):
 
     Detectors get bf16 here only: their heads regress boxes in pixels, which bf16's 8-bit mantissa would
     round to 2-4 px steps at 500-1000 px (torchvision's ``BoxCoder.decode`` casts the anchors to the
-    regression's dtype), and the backbone is most of the work anyway. Channels-last conversion sits here
+    regression's dtype), and the backbone is usually the larger part of the work. Channels-last sits here
     too because the detector's transform batches the images into a new (contiguous) tensor.
     """
 
