@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import torchvision
 
 from densevision import benchmark
-from densevision.benchmark import main, peak_train_memory_mib
+from densevision.benchmark import agreement, camvid_batch, main, peak_train_memory_mib
 from densevision.models.backbones.densenet import DenseNet
+from densevision.models.segmentation.tiramisu import FCDenseNet
 
 
 def _tiny_pair(source: str, name: str, memory_efficient: bool = False, **_: object):
@@ -25,7 +27,7 @@ def _tiny_pair(source: str, name: str, memory_efficient: bool = False, **_: obje
 def test_backbone_quick_runs_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(benchmark, "build_model", _tiny_pair)
     out = tmp_path / "bench.json"
-    assert main(["backbone", "--quick", "--no-memory", "--json", str(out)]) == 0
+    assert main(["backbone", "--quick", "--no-memory", "--camvid", "none", "--json", str(out)]) == 0
     tables = json.loads(out.read_text())
     sources = [(row["source"], row["memory_efficient"]) for row in tables["training"]]
     assert sorted(sources) == sorted((s, me) for s in ("torchvision", "densevision") for me in (False, True))
@@ -43,5 +45,55 @@ def test_peak_memory_is_measured_in_a_subprocess():
 
 
 def test_bad_sizes_are_rejected():
-    with pytest.raises(SystemExit, match="--repeats, --batch-size and --image-size must be positive"):
+    with pytest.raises(SystemExit, match="--repeats, --batch-size, --image-size and --agreement-images must"):
         main(["depth", "--repeats", "0"])
+    with pytest.raises(SystemExit, match="--agreement-images must be positive"):
+        main(["models", "--agreement-images", "0"])
+
+
+def _tiny_segmenter(source: str, name: str, memory_efficient: bool = False, **_: object) -> FCDenseNet:
+    return FCDenseNet(num_classes=5, growth_rate=4, down_blocks=(2, 2), bottleneck_layers=2, stem_channels=8,
+                      drop_rate=0.0, memory_efficient=memory_efficient)
+
+
+@pytest.mark.parametrize("data", ["random", "camvid"])
+def test_models_state_segmentation_agreement(tmp_path, capsys, monkeypatch, request, data):
+    monkeypatch.setattr(benchmark, "build_model", _tiny_segmenter)
+    camvid = str(request.getfixturevalue("shared_data") / "camvid") if data == "camvid" else "none"
+    out = tmp_path / "bench.json"
+    assert main(["models", "--quick", "--no-memory", "--models", "tiny", "--camvid", camvid,
+                 "--agreement-images", "2", "--json", str(out)]) == 0
+    rows = {row["path"]: row for row in json.loads(out.read_text())["inference"]}
+    eager, fp32 = rows["densevision eager fp32"], rows["densevision optimized fp32"]
+    assert eager["pixel_agree"] == 1 and eager["max_abs_diff"] == 0
+    assert eager["miou_vs_fp32"] == pytest.approx(1)
+    assert fp32["pixel_agree"] >= 0.999 and fp32["miou_vs_fp32"] >= 0.99 and fp32["max_abs_diff"] < 1e-3
+    if "densevision optimized bf16" in rows:  # where the CPU has AMX / AVX512-BF16
+        assert rows["densevision optimized bf16"]["pixel_agree"] >= 0.5
+    title = "2 CamVid val images (shorter side resized to 64, centre crop)" if data == "camvid" else \
+        "the random timing batch"
+    assert f"agreement with eager fp32 on {title}" in capsys.readouterr().out
+
+
+def test_agreement_of_label_maps():
+    """Reference labels [[0, 0], [1, 1]], path labels [[0, 1], [1, 1]]: IoU 1/2 (class 0), 2/3 (class 1)."""
+    expected = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]]])
+    out = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 1.0]]]])
+    row = agreement(out, expected, (2, 2))
+    assert row["pixel_agree"] == pytest.approx(3 / 4)
+    assert row["miou_vs_fp32"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert row["max_abs_diff"] == 1
+    assert benchmark._fmt(1.24e-5) == "1.2e-05" and benchmark._fmt(0.0) == "0.000"
+    logits = torch.tensor([[0.1, 0.9], [0.8, 0.2]])
+    assert agreement(logits, torch.tensor([[0.0, 1.0], [0.0, 1.0]]), (2, 2))["top1_agree"] == 0.5
+
+
+def test_camvid_batch_is_resized_and_cropped(shared_data):
+    images = camvid_batch(shared_data / "camvid", count=3, size=40)
+    assert images.shape == (3, 3, 40, 40) and images.dtype == torch.float32
+    assert images.mean().abs() < 1.5 and not torch.equal(images[0], images[1])
+
+
+def test_missing_camvid_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--camvid .*nope: no such folder"):
+        main(["models", "--quick", "--no-memory", "--camvid", str(tmp_path / "nope")])
