@@ -204,8 +204,8 @@ class Transition(nn.Sequential):
 
 def _fast_path_applies(block: DenseBlock, x: Tensor) -> bool:
     """The fused path covers CPU training with plain BatchNorm2d batch statistics (one eps for the
-    concatenated maps) and no dropout; everything else (eval, FrozenBatchNorm2d, dropout, autocast,
-    CUDA, compile, tracing, no grad) takes the module path."""
+    concatenated maps); everything else (eval, FrozenBatchNorm2d, autocast, CUDA, compile, tracing,
+    no grad) takes the module path."""
     if not (block.training and torch.is_grad_enabled() and x.dim() == 4 and x.device.type == "cpu"):
         return False
     if x.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled("cpu"):
@@ -214,7 +214,7 @@ def _fast_path_applies(block: DenseBlock, x: Tensor) -> bool:
         return False
     eps = set()
     for layer in block.values():
-        if layer.drop_rate > 0:
+        if layer.drop_rate >= 1:
             return False
         for norm in layer.norms():
             if type(norm) is not nn.BatchNorm2d or not (norm.affine and norm.track_running_stats):
@@ -329,6 +329,11 @@ class _FusedDenseBlock(torch.autograd.Function):
                 y2, z_mean, z_invstd = _bn_relu(z, second_norm)
                 out = F.conv2d(y2, second_conv.weight, None, second_conv.stride, second_conv.padding)
                 record.update(z=z, z_mean=z_mean, z_invstd=z_invstd, y2=None if memory_efficient else y2)
+            if layer.drop_rate > 0:
+                # F.dropout's own recipe on the same (channels-last) tensor: the same random stream
+                keep = 1.0 - layer.drop_rate
+                record["keep"] = torch.empty_like(out).bernoulli_(keep).div_(keep)
+                out = out.mul_(record["keep"])
             k = out.shape[1]
             _image(raw[:, c : c + k], n, h, w).copy_(out)
             mean, var, invstd = _normalize_into(out, xhat[:, c : c + k], eps)
@@ -358,6 +363,8 @@ class _FusedDenseBlock(torch.autograd.Function):
             grad = _normalize_backward(grad_xhat[:, c : c + k], xhat[:, c : c + k], ctx.invstds[i + 1],
                                        ctx.shape).add_(grad_raw[:, c : c + k])
             grad = _image(grad, n, h, w)
+            if "keep" in record:
+                grad = grad.mul_(record["keep"])
             y1 = record["y1"]
             if y1 is None:
                 y1 = kernels.affine_relu_rows(xhat[:, :c], first_norm.weight, first_norm.bias)

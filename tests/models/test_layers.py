@@ -123,8 +123,6 @@ def test_fallback_conditions(change, reason):
     change(block)
     with torch.set_grad_enabled(reason != "no grad"):
         assert not layers._fast_path_applies(block, x)
-    dropout_block = DenseBlock(2, 6, 4, 4, 0.2)
-    assert not layers._fast_path_applies(dropout_block, x)
 
 
 def test_trace_in_eval_matches_eager():
@@ -194,3 +192,25 @@ def test_densenet_runs_channels_last_on_cpu_and_accepts_nchw_input():
     out = model(x)
     out.sum().backward()
     assert out.shape == (2, 5) and model.features.conv0.weight.grad is not None
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True], ids=["plain", "memory-efficient"])
+@pytest.mark.parametrize("bn_size", [4, 0], ids=["bottleneck", "no-bottleneck"])
+def test_fused_block_with_dropout_draws_the_module_paths_masks(bn_size, memory_efficient):
+    """Same seed, same random stream: the fused path's dropout equals F.dropout in the module path."""
+    fused = DenseBlock(3, 6, 4, bn_size, 0.3, memory_efficient=memory_efficient).double()
+    reference = copy.deepcopy(fused)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(2, fused.out_channels, 5, 7, dtype=torch.float64)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    assert layers._fast_path_applies(fused, x1)
+    torch.manual_seed(7)
+    out = _train_step(fused, x1, weight)
+    torch.manual_seed(7)
+    with module_path():
+        expected = _train_step(reference, x2, weight)
+    new_maps = out[:, 6:]
+    assert 0.1 < (new_maps == 0).double().mean() < 0.5  # dropout really dropped about 30%
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-10, rtol=1e-10)
+    _assert_same_state(fused, reference, atol=1e-10)
