@@ -26,6 +26,16 @@ included. It exceeds the allocator peak mostly through glibc's dynamic mmap thre
 raise it up to 32 MiB, after which activation-sized blocks come from the fragmenting heap); with it pinned,
 e.g. ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment, it came within 7% of ``act_peak_mib``.
 GFLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (one forward, 1 multiply-add = 2 FLOPs).
+
+Agreement of each inference path with the eager float32 model (the fp32 reference), for the inference
+tables: classifiers (N, classes) get top-1 agreement; segmentation models ((N, classes, H, W) at the input
+size) get the share of pixels with the same class and the mIoU of the path's label map against the fp32
+label map (torchmetrics ``MulticlassJaccardIndex``, classes absent from both maps not counted); all get the
+largest absolute output difference. They are measured on ``--agreement-images`` CamVid val images (shorter
+side resized to the benchmark size, centre crop, ImageNet normalisation) when
+``../shared/data/camvid`` (``--camvid``) exists, else on the random timing batch; the table title says
+which. The models are randomly initialised (no weights are downloaded), so this measures how far the
+fast path moves a network's decisions, not the accuracy of a trained one.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -42,14 +53,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
+from torchmetrics.classification import MulticlassJaccardIndex
 
+from densevision.images import IMAGENET_MEAN, IMAGENET_STD, find_images, read_rgb, to_tensor
 from densevision.inference import optimize_for_inference
 
 Row = dict[str, object]
+# ../shared/data beside the repository, as the tests find it (DENSEVISION_SHARED_DATA overrides)
+_SHARED_DATA = Path(
+    os.environ.get("DENSEVISION_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 def build_model(
@@ -254,6 +272,8 @@ def print_table(title: str, rows: list[Row]) -> None:
 
 def _fmt(value: object) -> str:
     if isinstance(value, float):
+        if 0 < abs(value) < 1e-3:  # output differences: show their size, not 0.000
+            return f"{value:.1e}"
         return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
     return str(value)
 
@@ -291,13 +311,68 @@ def run_backbone(args: argparse.Namespace) -> dict[str, list[Row]]:
     print_table(f"training step, batch {args.batch_size} x {args.image_size}^2 (ratios: densevision / "
                 "torchvision, same run)", train_rows)
 
-    infer_rows = _inference_rows(args, configs[("densevision", False)], batch, reference)
-    print_table(f"inference, batch {args.batch_size} x {args.image_size}^2", infer_rows)
+    check, source = agreement_batch(args, batch)
+    infer_rows = _inference_rows(args, configs[("densevision", False)], batch, reference, check)
+    print_table(f"inference, batch {args.batch_size} x {args.image_size}^2; agreement with eager fp32 on "
+                f"{source}", infer_rows)
     return {"training": train_rows, "inference": infer_rows}
 
 
+def camvid_batch(root: Path, count: int, size: int) -> Tensor:
+    """(count, 3, size, size) normalised CamVid val images, evenly spaced over the sequence: shorter side
+    resized to ``size`` (bilinear, antialiased), then centre-cropped.
+
+    Raises:
+        FileNotFoundError: ``root / "val"`` holds no images.
+    """
+    files = find_images(root / "val")
+    picked = files[:: max(1, len(files) // count)][:count]
+    images = [TF.center_crop(TF.resize(to_tensor(read_rgb(f)), [size], antialias=True), [size, size])
+              for f in picked]
+    return TF.normalize(torch.stack(images), list(IMAGENET_MEAN), list(IMAGENET_STD))
+
+
+def agreement_batch(args: argparse.Namespace, timing_batch: Tensor) -> tuple[Tensor, str]:
+    """The images the inference paths are compared on, and their description for the table title.
+
+    Raises:
+        FileNotFoundError: ``--camvid`` names a folder that does not exist.
+    """
+    if args.camvid == "none" or (args.camvid is None and not (_SHARED_DATA / "camvid").is_dir()):
+        return timing_batch, "the random timing batch"
+    camvid = Path(args.camvid) if args.camvid is not None else _SHARED_DATA / "camvid"
+    if not camvid.is_dir():
+        raise FileNotFoundError(f"--camvid {camvid}: no such folder (expected CamVid with a val/ folder)")
+    images = camvid_batch(camvid, args.agreement_images, args.image_size)
+    return images, f"{len(images)} CamVid val images (shorter side resized to {args.image_size}, centre crop)"
+
+
+def _forward_chunks(model: nn.Module, images: Tensor, batch_size: int) -> Tensor | dict[str, Tensor]:
+    with torch.inference_mode():
+        outs = [model(chunk) for chunk in images.split(batch_size)]
+    if isinstance(outs[0], Tensor):
+        return torch.cat(outs).float()
+    return {k: torch.cat([o[k] for o in outs]).float() for k in outs[0]}
+
+
+def agreement(out: Tensor, expected: Tensor, image_size: tuple[int, ...]) -> Row:
+    """How far ``out`` is from the fp32 reference ``expected``: max |difference|, and top-1 agreement
+    (classifier, (N, classes)) or pixel agreement and mIoU against the reference label map (segmentation,
+    (N, classes, H, W) at the input size)."""
+    row: Row = {"max_abs_diff": (out - expected).abs().max().item()}
+    if out.dim() == 2:
+        row["top1_agree"] = (out.argmax(1) == expected.argmax(1)).float().mean().item()
+    elif out.dim() == 4 and tuple(out.shape[-2:]) == tuple(image_size):
+        labels, reference = out.argmax(1), expected.argmax(1)
+        row["pixel_agree"] = (labels == reference).float().mean().item()
+        miou = MulticlassJaccardIndex(num_classes=out.shape[1], average="macro")
+        row["miou_vs_fp32"] = miou(labels, reference).item()
+    return row
+
+
 def _inference_rows(
-    args: argparse.Namespace, model: nn.Module, batch: Tensor, reference: nn.Module | None
+    args: argparse.Namespace, model: nn.Module, batch: Tensor, reference: nn.Module | None,
+    check: Tensor,
 ) -> list[Row]:
     model.eval()
     candidates: dict[str, nn.Module] = {}
@@ -308,20 +383,16 @@ def _inference_rows(
     optimized = optimize_for_inference(model, compile=args.compile)
     if optimized.bf16:
         candidates["densevision optimized bf16"] = optimized
-    with torch.inference_mode():
-        expected = model(batch)
+    expected = _forward_chunks(model, check, args.batch_size)
     times = interleaved_times({k: inference_fn(m, batch) for k, m in candidates.items()}, args.repeats)
     base = next(iter(candidates))
     rows = []
     for name, m in candidates.items():
-        with torch.inference_mode():
-            out = m(batch)
         row: Row = {"path": name, "images_per_s": args.batch_size / statistics.median(times[name]),
                     "speedup_vs_" + base.split()[0]: 1 / median_ratio(times, name, base)}
+        out = _forward_chunks(m, check, args.batch_size)
         if isinstance(out, Tensor) and isinstance(expected, Tensor):
-            row["max_abs_diff"] = (out.float() - expected.float()).abs().max().item()
-            if out.dim() == 2:
-                row["top1_agree"] = (out.argmax(1) == expected.argmax(1)).float().mean().item()
+            row.update(agreement(out, expected, tuple(check.shape[-2:])))
         rows.append(row)
     return rows
 
@@ -355,7 +426,8 @@ def run_models(args: argparse.Namespace) -> dict[str, list[Row]]:
     """Params, GFLOPs, step time, peak memory and inference speed-up of registered densevision models."""
     torch.manual_seed(0)
     batch = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
-    rows = []
+    check, source = agreement_batch(args, batch)
+    rows, infer_rows = [], []
     for name in args.models:
         plain, efficient = (build_model("densevision", name, memory_efficient=me) for me in (False, True))
         efficient.load_state_dict(plain.state_dict())
@@ -373,11 +445,14 @@ def run_models(args: argparse.Namespace) -> dict[str, list[Row]]:
             row["state_mib"] = plain_mem["state_mib"]
             row["plain_act_mib"], row["me_act_mib"] = plain_mem["act_peak_mib"], me_mem["act_peak_mib"]
             row["me_mem_ratio"] = me_mem["act_peak_mib"] / max(plain_mem["act_peak_mib"], 1e-6)
-        infer = _inference_rows(args, plain, batch, None)
+        infer = _inference_rows(args, plain, batch, None, check)
         row["optimized_speedup"] = max(r[next(k for k in r if k.startswith("speedup"))] for r in infer)
         rows.append(row)
+        infer_rows += [{"model": name, **r} for r in infer]
     print_table(f"models, batch {args.batch_size} x {args.image_size}^2", rows)
-    return {"models": rows}
+    print_table(f"inference, batch {args.batch_size} x {args.image_size}^2; agreement with eager fp32 on "
+                f"{source}", infer_rows)
+    return {"models": rows, "inference": infer_rows}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -395,6 +470,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--compile", action="store_true", help="torch.compile the optimised inference path")
         p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
         p.add_argument("--json", type=Path, default=None, help="also write the tables to this JSON file")
+        if name != "depth":
+            p.add_argument("--camvid", default=None,
+                           help="CamVid folder for the agreement images (default: ../shared/data/camvid "
+                           "where it exists; 'none': the random timing batch)")
+            p.add_argument("--agreement-images", type=int, default=4,
+                           help="CamVid val images the inference paths are compared on")
         if name == "backbone":
             p.add_argument("--model", default="densenet121", help="an ImageNet DenseNet both libraries have")
         if name == "depth":
@@ -418,8 +499,9 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats = 1
         if args.command == "depth":
             args.depths = [d for d in args.depths if d <= 100] or args.depths[:1]
-    if args.repeats < 1 or args.batch_size < 1 or args.image_size < 1:
-        raise SystemExit("--repeats, --batch-size and --image-size must be positive")
+    sizes = (args.repeats, args.batch_size, args.image_size, getattr(args, "agreement_images", 1))
+    if min(sizes) < 1:
+        raise SystemExit("--repeats, --batch-size, --image-size and --agreement-images must be positive")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "

@@ -33,14 +33,12 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection import FCOS, RetinaNet
-from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 from densevision.checkpoints import find_run_config, load_model_checkpoint, load_task
+from densevision.inference import DETECTOR_TYPES
 from densevision.models import create_model
 
 ATOL, RTOL = 1e-4, 1e-3
-DETECTOR_TYPES = (GeneralizedRCNN, RetinaNet, FCOS)
 DETECTION_OUTPUTS = ("boxes", "labels", "scores", "masks")
 
 

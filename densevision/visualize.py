@@ -1,6 +1,7 @@
-"""Pictures a person can look at: class palettes, mask overlays, legends, side-by-side panels.
+"""Pictures a person can look at: class palettes, mask overlays, legends, side-by-side panels, detections.
 
-Arrays are numpy: images (H, W, 3) uint8 RGB, masks (H, W) integer class indices.
+Segmentation arrays are numpy: images (H, W, 3) uint8 RGB, masks (H, W) integer class indices. Detections
+are drawn on torchvision's (3, H, W) tensors, with its ``draw_bounding_boxes`` / ``draw_segmentation_masks``.
 """
 
 from __future__ import annotations
@@ -9,10 +10,19 @@ import colorsys
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 Color = tuple[int, int, int]
 IGNORE_COLOR: Color = (0, 0, 0)
+# one colour per detected class (cycled), the same for its boxes and masks; torchvision's default palette
+# starts with black, invisible on dark images
+DETECTION_COLORS: tuple[Color, ...] = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+    (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+)
 
 
 def default_palette(num_classes: int) -> tuple[Color, ...]:
@@ -96,3 +106,29 @@ def side_by_side(
         canvas.paste(Image.fromarray(panel).resize((width, height), Image.Resampling.NEAREST), (x, title))
     canvas.paste(key, (len(panels) * (width + gap), title))
     return canvas
+
+
+def draw_detections(
+    image: Tensor,
+    detection: dict[str, Tensor],
+    class_names: Sequence[str],
+    *,
+    score_threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+) -> Tensor:
+    """``image`` (3, H, W), uint8 or float in [0, 1], with the detections above ``score_threshold`` drawn:
+    masks (``(N, 1, H, W)`` probabilities) filled, boxes outlined, "name score" captions (the label number
+    where ``class_names`` has no entry for it). Returns uint8 (3, H, W)."""
+    keep = (detection["scores"] >= score_threshold) & (detection["labels"] > 0)
+    picture = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    if not bool(keep.any()):
+        return picture
+    labels = detection["labels"][keep].tolist()
+    colors = [DETECTION_COLORS[label % len(DETECTION_COLORS)] for label in labels]
+    if "masks" in detection:
+        masks = detection["masks"][keep][:, 0] > mask_threshold
+        picture = draw_segmentation_masks(picture, masks, alpha=0.45, colors=colors)
+    names = [class_names[label] if label < len(class_names) else str(label) for label in labels]
+    scores = detection["scores"][keep].tolist()
+    captions = [f"{name} {score:.2f}" for name, score in zip(names, scores, strict=True)]
+    return draw_bounding_boxes(picture, detection["boxes"][keep], labels=captions, colors=colors, width=2)

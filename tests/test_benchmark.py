@@ -9,8 +9,9 @@ import torch
 import torchvision
 
 from densevision import benchmark
-from densevision.benchmark import main, peak_allocated_bytes
+from densevision.benchmark import agreement, camvid_batch, main, peak_allocated_bytes
 from densevision.models.backbones.densenet import DenseNet, cifar_densenet
+from densevision.models.segmentation.tiramisu import FCDenseNet
 
 MIB = 2**20
 
@@ -28,7 +29,7 @@ def _tiny_pair(source: str, name: str, memory_efficient: bool = False, **_: obje
 def test_backbone_quick_runs_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(benchmark, "build_model", _tiny_pair)
     out = tmp_path / "bench.json"
-    assert main(["backbone", "--quick", "--no-memory", "--json", str(out)]) == 0
+    assert main(["backbone", "--quick", "--no-memory", "--camvid", "none", "--json", str(out)]) == 0
     tables = json.loads(out.read_text())
     sources = [(row["source"], row["memory_efficient"]) for row in tables["training"]]
     assert sorted(sources) == sorted((s, me) for s in ("torchvision", "densevision") for me in (False, True))
@@ -44,7 +45,7 @@ def test_backbone_memory_columns(monkeypatch):
     # In-process, so the tiny models reach the measurement; the subprocess route is tested by the depth run.
     monkeypatch.setattr(benchmark, "peak_train_memory_mib", benchmark.measure_train_memory)
     tables = benchmark.run_backbone(benchmark._parser().parse_args(
-        ["backbone", "--batch-size", "2", "--image-size", "32", "--repeats", "1"]))
+        ["backbone", "--batch-size", "2", "--image-size", "32", "--repeats", "1", "--camvid", "none"]))
     for row in tables["training"]:
         assert row["act_peak_mib"] > 0 and row["rss_mib"] >= 0
         params = sum(p.numel() for p in _tiny_pair(str(row["source"]), "").parameters())
@@ -99,5 +100,55 @@ def test_depth_table_reports_state_activation_and_rss_per_mode(tmp_path):
 
 
 def test_bad_sizes_are_rejected():
-    with pytest.raises(SystemExit, match="--repeats, --batch-size and --image-size must be positive"):
+    with pytest.raises(SystemExit, match="--repeats, --batch-size, --image-size and --agreement-images must"):
         main(["depth", "--repeats", "0"])
+    with pytest.raises(SystemExit, match="--agreement-images must be positive"):
+        main(["models", "--agreement-images", "0"])
+
+
+def _tiny_segmenter(source: str, name: str, memory_efficient: bool = False, **_: object) -> FCDenseNet:
+    return FCDenseNet(num_classes=5, growth_rate=4, down_blocks=(2, 2), bottleneck_layers=2, stem_channels=8,
+                      drop_rate=0.0, memory_efficient=memory_efficient)
+
+
+@pytest.mark.parametrize("data", ["random", "camvid"])
+def test_models_state_segmentation_agreement(tmp_path, capsys, monkeypatch, request, data):
+    monkeypatch.setattr(benchmark, "build_model", _tiny_segmenter)
+    camvid = str(request.getfixturevalue("shared_data") / "camvid") if data == "camvid" else "none"
+    out = tmp_path / "bench.json"
+    assert main(["models", "--quick", "--no-memory", "--models", "tiny", "--camvid", camvid,
+                 "--agreement-images", "2", "--json", str(out)]) == 0
+    rows = {row["path"]: row for row in json.loads(out.read_text())["inference"]}
+    eager, fp32 = rows["densevision eager fp32"], rows["densevision optimized fp32"]
+    assert eager["pixel_agree"] == 1 and eager["max_abs_diff"] == 0
+    assert eager["miou_vs_fp32"] == pytest.approx(1)
+    assert fp32["pixel_agree"] >= 0.999 and fp32["miou_vs_fp32"] >= 0.99 and fp32["max_abs_diff"] < 1e-3
+    if "densevision optimized bf16" in rows:  # where the CPU has AMX / AVX512-BF16
+        assert rows["densevision optimized bf16"]["pixel_agree"] >= 0.5
+    title = "2 CamVid val images (shorter side resized to 64, centre crop)" if data == "camvid" else \
+        "the random timing batch"
+    assert f"agreement with eager fp32 on {title}" in capsys.readouterr().out
+
+
+def test_agreement_of_label_maps():
+    """Reference labels [[0, 0], [1, 1]], path labels [[0, 1], [1, 1]]: IoU 1/2 (class 0), 2/3 (class 1)."""
+    expected = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]]])
+    out = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 1.0]]]])
+    row = agreement(out, expected, (2, 2))
+    assert row["pixel_agree"] == pytest.approx(3 / 4)
+    assert row["miou_vs_fp32"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert row["max_abs_diff"] == 1
+    assert benchmark._fmt(1.24e-5) == "1.2e-05" and benchmark._fmt(0.0) == "0.000"
+    logits = torch.tensor([[0.1, 0.9], [0.8, 0.2]])
+    assert agreement(logits, torch.tensor([[0.0, 1.0], [0.0, 1.0]]), (2, 2))["top1_agree"] == 0.5
+
+
+def test_camvid_batch_is_resized_and_cropped(shared_data):
+    images = camvid_batch(shared_data / "camvid", count=3, size=40)
+    assert images.shape == (3, 3, 40, 40) and images.dtype == torch.float32
+    assert images.mean().abs() < 1.5 and not torch.equal(images[0], images[1])
+
+
+def test_missing_camvid_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--camvid .*nope: no such folder"):
+        main(["models", "--quick", "--no-memory", "--camvid", str(tmp_path / "nope")])

@@ -7,7 +7,10 @@ from PIL import Image
 
 import densevision
 from densevision.cli import main
-from densevision.extract import build_backbone
+from densevision.extract import build_backbone, extract_features
+from densevision.images import IMAGENET_MEAN, IMAGENET_STD, find_images, read_rgb, to_tensor
+from densevision.inference import cpu_has_fast_bf16, inference_path
+from densevision.models.backbones.densenet import DenseNet
 
 
 @pytest.fixture
@@ -24,7 +27,8 @@ def image_dir(tmp_path):
 def test_extract_writes_features_matching_feature_info(image_dir, tmp_path, capsys):
     out, weights = tmp_path / "features.npz", tmp_path / "w.pth"
     torch.save(densevision.create_model("densenet40_k12").state_dict(), weights)
-    common = ["extract", "--model", "densenet40_k12", "--weights", str(weights), "--image-size", "32", "24"]
+    common = ["extract", "--model", "densenet40_k12", "--weights", str(weights), "--image-size", "32", "24",
+              "--no-bf16"]  # float32 on every CPU, so batching cannot change the rows
     code = main([*common, "--input", str(image_dir), "--output", str(out), "--features", "c0,c2",
                  "--batch-size", "2"])
     assert code == 0 and "3 images" in capsys.readouterr().out
@@ -57,3 +61,41 @@ def test_extract_rejects_bad_requests(image_dir, tmp_path):
         main(["extract", "--model", "densenet40_k12", "--input", str(image_dir / "notes.txt"), "--output",
               str(tmp_path / "x.npz")])
     assert torch.is_grad_enabled()
+
+
+def _tiny_backbone() -> DenseNet:
+    model = DenseNet(growth_rate=4, block_config=(2, 2), stem_channels=8, features_only=True)
+    with torch.no_grad():  # non-trivial BN statistics, so a wrong fold would show
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("path", ["optimized fp32", "eager", "optimized bf16"])
+def test_extract_paths_match_the_eager_backbone(image_dir, path):
+    """The float32 features are the eager backbone's: to ~1e-5 on the optimised fp32 path and without it
+    (batches of 2 vs 3 alone change the last bits), and within 2% of each map's range with bf16 (tested
+    only where the CPU has it natively)."""
+    if path == "optimized bf16" and not cpu_has_fast_bf16():
+        pytest.skip("no AMX / AVX512-BF16 on this CPU: the default path is float32")
+    backbone, files, size = _tiny_backbone(), find_images(image_dir), (32, 24)
+    runner = inference_path(backbone, optimize=path != "eager", bf16=path == "optimized bf16")
+    features = extract_features(runner, files, image_size=size, batch_size=2, progress=False)
+    batch = torch.stack([to_tensor(read_rgb(f), size, IMAGENET_MEAN, IMAGENET_STD) for f in files])
+    with torch.no_grad():
+        expected = {name: value.numpy() for name, value in backbone(batch).items()}
+    assert list(features) == list(expected) == [s.name for s in backbone.feature_info]
+    for name, ref in expected.items():
+        assert features[name].dtype == np.float32
+        if path == "optimized bf16":
+            assert np.abs(features[name] - ref).max() <= 0.02 * (ref.max() - ref.min())
+        else:
+            np.testing.assert_allclose(features[name], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_extract_rejects_bf16_without_the_optimised_path(image_dir, tmp_path):
+    with pytest.raises(ValueError, match="--bf16 and --compile choose how the optimised path runs"):
+        main(["extract", "--model", "densenet40_k12", "--input", str(image_dir), "--output",
+              str(tmp_path / "x.npz"), "--no-optimize", "--bf16"])

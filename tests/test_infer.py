@@ -12,7 +12,8 @@ from pycocotools import mask as coco_mask
 import densevision
 from densevision.cli import _names_a_config, main
 from densevision.images import IMAGENET_MEAN, IMAGENET_STD, to_tensor
-from densevision.infer import coco_results, detection_overlay
+from densevision.infer import coco_results, predict
+from densevision.models.segmentation.tiramisu import FCDenseNet
 from densevision.tasks.base import BaseTask
 
 
@@ -37,25 +38,60 @@ def images(tmp_path):
     return folder
 
 
+TINY_SEG = {"num_classes": 4, "growth_rate": 4, "down_blocks": [2, 2], "bottleneck_layers": 2,
+            "stem_channels": 8, "drop_rate": 0.0}
+
+
+def _tiny_segmenter() -> FCDenseNet:
+    model = FCDenseNet(**TINY_SEG)
+    with torch.no_grad():  # non-trivial BN statistics, so eval and training modes differ
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _expected_mask(model, image_file) -> np.ndarray:
+    image = np.array(Image.open(image_file).convert("RGB"))
+    with torch.no_grad():
+        return model(to_tensor(image, mean=IMAGENET_MEAN, std=IMAGENET_STD)[None])[0].argmax(0).numpy()
+
+
 def test_predict_without_config_writes_segmentation_masks(tmp_path, images, capsys):
-    seg = torch.nn.Conv2d(3, 4, kernel_size=3, padding=1)  # a 4-class "segmentation model"
-    args = {"in_channels": 3, "out_channels": 4, "kernel_size": 3, "padding": 1}
-    ckpt = write_run(tmp_path / "run", seg, "torch.nn.Conv2d", args)
-    out = tmp_path / "out"
-    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(images), "--output", str(out)]) == 0
-    for name in ("a", "b"):
-        image = np.array(Image.open(next(images.glob(f"{name}.*"))).convert("RGB"))
-        mask = np.array(Image.open(out / "masks" / f"{name}.png"))
-        with torch.no_grad():
-            expected = seg(to_tensor(image, mean=IMAGENET_MEAN, std=IMAGENET_STD)[None])[0].argmax(0)
-        np.testing.assert_array_equal(mask, expected.numpy())
-        assert Image.open(out / "overlays" / f"{name}.png").size == image.shape[1::-1]
-    # fast paths are checked against float32 and the agreement printed
-    main(["infer", "--checkpoint", str(ckpt), "--input", str(images / "a.png"), "--output", str(out),
-          "--channels-last", "--bf16"])
+    seg = _tiny_segmenter()
+    ckpt = write_run(tmp_path / "run", seg, "densevision.models.segmentation.tiramisu.FCDenseNet", TINY_SEG)
+    for switches in (["--no-bf16"], ["--no-optimize"]):  # the fp32 optimised path and the eager model
+        out = tmp_path / switches[0]
+        args = ["--checkpoint", str(ckpt), "--input", str(images), "--output", str(out)]
+        assert main(["predict", *args, *switches]) == 0
+        for name in ("a", "b"):
+            image_file = next(images.glob(f"{name}.*"))
+            mask = np.array(Image.open(out / "masks" / f"{name}.png"))
+            np.testing.assert_array_equal(mask, _expected_mask(seg, image_file))
+            assert Image.open(out / "overlays" / f"{name}.png").size == Image.open(image_file).size
+        report, optimized = capsys.readouterr().out, switches[0] == "--no-bf16"
+        # the optimised path is checked against the eager float32 model on the first image
+        assert ("optimized (channels_last + fp32) vs eager fp32 on a.png" in report) == optimized
+        assert ("100.00% of pixels get the same class" in report) == optimized
+
+
+def test_predict_bf16_reports_agreement_with_fp32(tmp_path, images, capsys):
+    seg = _tiny_segmenter()
+    out = predict(seg, [images / "a.png"], tmp_path / "out", bf16=True)
     report = capsys.readouterr().out
-    assert "cpu+channels_last+bf16 autocast vs cpu+fp32 on a.png" in report
-    assert "of pixels get the same class" in report
+    assert "optimized (channels_last + bf16 autocast) vs eager fp32 on a.png" in report
+    same = float(report.split("% of pixels")[0].rsplit(" ", 1)[-1])
+    assert 50 <= same <= 100
+    assert out["kind"] == "dense" and (tmp_path / "out" / "masks" / "a.png").is_file()
+
+
+def test_predict_rejects_conflicting_switches_and_backbones(tmp_path, images):
+    with pytest.raises(ValueError, match="--bf16 and --compile choose how the optimised path runs"):
+        predict(_tiny_segmenter(), [images / "a.png"], tmp_path, optimize=False, bf16=True)
+    backbone = densevision.create_model("densenet40_k12", features_only=True)
+    with pytest.raises(ValueError, match="model is a backbone; use densevision extract"):
+        predict(backbone, [images / "a.png"], tmp_path)
 
 
 def test_predict_dispatch():
@@ -66,34 +102,50 @@ def test_predict_dispatch():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
-def test_coco_results_and_overlay():
+def test_coco_results():
     masks = torch.zeros(2, 1, 12, 16)
     masks[0, 0, 2:5, 3:9] = 0.9
     detection = {"boxes": torch.tensor([[3.0, 2.0, 9.0, 5.0], [0.0, 0.0, 4.0, 4.0]]),
                  "labels": torch.tensor([1, 2]), "scores": torch.tensor([0.9, 0.2]), "masks": masks}
-    records = coco_results(detection, image_id=7)
+    records = coco_results(detection, image_id=7, image_size=(12, 16))
     assert [r["bbox"] for r in records] == [[3.0, 2.0, 6.0, 3.0], [0.0, 0.0, 4.0, 4.0]]
     assert [(r["image_id"], r["category_id"]) for r in records] == [(7, 1), (7, 2)]
     rle = dict(records[0]["segmentation"], counts=records[0]["segmentation"]["counts"].encode())
     np.testing.assert_array_equal(coco_mask.decode(rle), (masks[0, 0] > 0.5).numpy())
     json.dumps(records)
-    image = np.zeros((12, 16, 3), dtype=np.uint8)
-    drawn = detection_overlay(image, detection, ["bg", "square", "dot"], score_threshold=0.5)
-    assert drawn.shape == image.shape and drawn[2:5, 4:8].any()  # mask filled inside the kept box
-    assert not drawn[8:, :3].any()  # the low-score detection is not drawn
+    assert coco_results({k: v[:0] for k, v in detection.items()}, image_id=7, image_size=(12, 16)) == []
 
 
-def test_predict_detection_writes_coco_json(tmp_path, images):
-    name = "fasterrcnn_densenet_tiny_fpn"
-    if name not in densevision.list_models():
-        pytest.skip(f"{name} is not registered in this tree")
+def _matched(records: list[dict], reference: list[dict], tol: float) -> float:
+    """Fraction of ``reference`` COCO records with a record of the same image and category whose score and
+    box agree within ``tol`` (the order of near-tied detections may differ)."""
+    def close(a, b):
+        return (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"]) and abs(
+            a["score"] - b["score"]) <= tol and np.allclose(a["bbox"], b["bbox"], atol=100 * tol)
+    return sum(any(close(r, ref) for r in records) for ref in reference) / max(len(reference), 1)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
+def test_predict_detection_writes_coco_json(tmp_path, images, capsys):
+    name = "maskrcnn_densenet_tiny_fpn"
     args = {"num_classes": 3, "min_size": 64, "max_size": 64}
     ckpt = write_run(tmp_path / "run", densevision.create_model(name, **args),
                      f"densevision.models.detection.densenet_fpn.{name}", args)
-    out = tmp_path / "out"
-    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(images), "--output", str(out)]) == 0
-    results = json.loads((out / "predictions.json").read_text())
-    listed = json.loads((out / "images.json").read_text())
-    assert [i["file_name"].rsplit("/", 1)[-1] for i in listed] == ["a.png", "b.jpg"]
-    assert {r["image_id"] for r in results} <= {0, 1} and all(len(r["bbox"]) == 4 for r in results)
-    assert (out / "overlays" / "a.png").is_file() and (out / "overlays" / "b.png").is_file()
+    common = ["predict", "--checkpoint", str(ckpt), "--input", str(images)]
+    outputs = {}
+    for switch in ("--bf16", "--no-bf16", "--no-optimize"):
+        out = outputs[switch] = tmp_path / switch
+        assert main([*common, "--output", str(out), switch]) == 0
+        listed = json.loads((out / "images.json").read_text())
+        assert [i["file_name"].rsplit("/", 1)[-1] for i in listed] == ["a.png", "b.jpg"]
+        assert (out / "overlays" / "a.png").is_file() and (out / "overlays" / "b.png").is_file()
+    report = capsys.readouterr().out
+    # a detector gets bf16 in its backbone only; its boxes stay float32 and are checked against eager fp32
+    assert "optimized (channels_last + bf16 autocast (backbone)) vs eager fp32 on a.png" in report
+    assert "float32 detections (score >= 0.5) matched at IoU >= 0.5" in report
+    results = {k: json.loads((out / "predictions.json").read_text()) for k, out in outputs.items()}
+    eager = results["--no-optimize"]
+    assert eager and {r["image_id"] for r in eager} == {0, 1} and all(r["category_id"] > 0 for r in eager)
+    assert all(len(r["bbox"]) == 4 and "segmentation" in r for r in eager)
+    # BN folding and channels-last in float32 keep the detections (json rounds scores to 1e-5)
+    assert _matched(results["--no-bf16"], eager, tol=1e-4) >= 0.95

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from densevision import optimize_for_inference
-from densevision.inference import fold_batchnorms
+import densevision
+from densevision import inference, optimize_for_inference
+from densevision.inference import InferenceModel, add_inference_arguments, fold_batchnorms, inference_path
 from densevision.models.backbones.densenet import DenseNet
 
 
@@ -77,3 +80,52 @@ def test_folds_stem_and_bottleneck_pairs_including_frozen_batchnorm():
 def test_bad_example_input_is_a_clear_error():
     with pytest.raises(ValueError, match=r"must be an \(N, C, H, W\) tensor, got \(3, 32, 32\)"):
         optimize_for_inference(_tiny(), example_input=torch.randn(3, 32, 32))
+
+
+def _tiny_detector() -> nn.Module:
+    return densevision.create_model("fasterrcnn_densenet_tiny_fpn", num_classes=3, min_size=64, max_size=64)
+
+
+def test_detector_takes_its_image_list_and_keeps_float32_boxes():
+    detector = _tiny_detector().eval()
+    images = [torch.rand(3, 48, 40), torch.rand(3, 40, 56)]
+    with torch.no_grad():
+        expected = detector(images)
+    fp32 = optimize_for_inference(detector, bf16=False, example_input=images)
+    assert fp32.describe() == "channels_last + fp32"
+    for out, ref in zip(fp32(images), expected, strict=True):
+        torch.testing.assert_close(out["boxes"], ref["boxes"], atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(out["scores"], ref["scores"], atol=1e-4, rtol=1e-4)
+    bf16 = optimize_for_inference(detector, bf16=True)
+    assert bf16.describe() == "channels_last + bf16 autocast (backbone)"
+    outputs = bf16(images)
+    assert [out["boxes"].dtype for out in outputs] == [torch.float32] * 2
+    # boxes are decoded in float32: coordinates are not rounded to bf16's 8-bit mantissa steps
+    boxes = outputs[1]["boxes"]
+    assert (boxes.bfloat16().float() != boxes).any()
+    features = bf16.model.backbone(torch.rand(1, 3, 64, 64))
+    assert all(f.dtype == torch.float32 for f in features.values())
+
+
+def test_detector_example_input_must_be_an_image_list():
+    with pytest.raises(ValueError, match=r"must be a list of \(3, H, W\) tensors .* got \(1, 3, 64, 64\)"):
+        optimize_for_inference(_tiny_detector(), example_input=torch.rand(1, 3, 64, 64))
+
+
+def test_inference_path_switches(monkeypatch):
+    model = _tiny().train()
+    assert inference_path(model, optimize=False) is model and not model.training
+    assert isinstance(inference_path(model, bf16=False), InferenceModel)
+    with pytest.raises(ValueError, match="drop them or drop --no-optimize"):
+        inference_path(model, optimize=False, compile=True)
+    monkeypatch.setattr(inference, "cpu_has_fast_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no AMX / AVX512-BF16: bfloat16 autocast is emulated"):
+        assert inference_path(model, bf16=True).bf16
+
+
+def test_inference_arguments():
+    parser = argparse.ArgumentParser()
+    add_inference_arguments(parser)
+    assert vars(parser.parse_args([])) == {"optimize": True, "bf16": None, "compile": False}
+    args = parser.parse_args(["--no-optimize", "--no-bf16", "--compile"])
+    assert (args.optimize, args.bf16, args.compile) == (False, False, True)

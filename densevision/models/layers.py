@@ -16,12 +16,11 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
+from densevision.models import kernels
+
 NormLayer = Callable[[int], nn.Module]
 
 
-# The fused block's buffer layout. channels_last measured slower on CPU (1.37x vs 1.09x torchvision's
-# step time, same run): ATen's CPU batch-norm kernels are slow on strided channels-last views.
-_BUFFER_FORMAT = torch.contiguous_format
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -203,32 +202,27 @@ class Transition(nn.Sequential):
         return self.forward_reduce(self.forward_norm(x))
 
 
-# The fused path stores far less (memory_efficient: 0.63x torchvision's plain peak at batch 8, 224^2, vs
-# 0.67x for torchvision's own memory-efficient mode) but its hand-written backward measured 1.06x
-# torchvision's plain step time against 0.98x for the module path on an idle 2-core CPU. So it serves
-# memory-efficient training by default and plain training only when this is switched on.
-FUSED_PLAIN_TRAINING = False
-
-
 def _fast_path_applies(block: DenseBlock, x: Tensor) -> bool:
-    """The fused training path covers memory-efficient (or, with ``FUSED_PLAIN_TRAINING``, any) training
-    with plain BatchNorm2d batch statistics and no dropout;
-    everything else (eval, FrozenBatchNorm2d, dropout, compile, tracing, no grad) takes the module path."""
+    """The fused path covers CPU training with plain BatchNorm2d batch statistics (one eps for the
+    concatenated maps); everything else (eval, FrozenBatchNorm2d, autocast, CUDA, compile, tracing,
+    no grad) takes the module path."""
     if not (block.training and torch.is_grad_enabled() and x.dim() == 4 and x.device.type == "cpu"):
         return False
-    if not (FUSED_PLAIN_TRAINING or any(layer.memory_efficient for layer in block.values())):
+    if x.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled("cpu"):
         return False
     if torch.compiler.is_compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
         return False
+    eps = set()
     for layer in block.values():
-        if layer.drop_rate > 0:
+        if layer.drop_rate >= 1:
             return False
         for norm in layer.norms():
             if type(norm) is not nn.BatchNorm2d or not (norm.affine and norm.track_running_stats):
                 return False
             if norm.momentum is None:
                 return False
-    return True
+        eps.add(layer.stages()[0].eps)
+    return len(eps) == 1
 
 
 def _update_running_stats(norm: nn.BatchNorm2d, mean: Tensor, var: Tensor, count: int) -> None:
@@ -239,108 +233,164 @@ def _update_running_stats(norm: nn.BatchNorm2d, mean: Tensor, var: Tensor, count
     norm.num_batches_tracked.add_(1)
 
 
-def _normalize_relu(x: Tensor, norm: nn.BatchNorm2d, mean: Tensor, invstd: Tensor) -> Tensor:
-    """relu((x - mean) * invstd * weight + bias) as the training BN kernel computes it: folding the mean
-    into the shift instead would cancel catastrophically on channels whose mean dwarfs their spread."""
-    y = x - mean.view(1, -1, 1, 1)
-    torch.addcmul(norm.bias.view(1, -1, 1, 1), y, (norm.weight * invstd).view(1, -1, 1, 1), out=y)
-    return y.relu_()
+def _image(rows: Tensor, n: int, h: int, w: int) -> Tensor:
+    """(N*H*W, C) rows (channels contiguous) -> the same memory as an (N, C, H, W) channels-last view."""
+    return rows.view(n, h, w, rows.shape[1]).permute(0, 3, 1, 2)
 
 
-def _conv_backward(grad: Tensor, inp: Tensor, conv: nn.Conv2d, need_input: bool) -> tuple[Tensor, Tensor]:
+def _rows(image: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N*H*W, C) rows: a view of a channels-last tensor, a copy otherwise."""
+    n, c, h, w = image.shape
+    return image.permute(0, 2, 3, 1).reshape(n * h * w, c)
+
+
+def _normalize_into(image: Tensor, dest: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Batch-normalise (N, C, H, W) ``image`` without affine into ``dest`` rows; returns the batch
+    (mean, biased variance, invstd), each (C,)."""
+    normalized, mean, invstd = torch.native_batch_norm(image, None, None, None, None, True, 0.0, eps)
+    dest.copy_(_rows(normalized))
+    return mean, invstd.pow(-2).sub_(eps), invstd
+
+
+def _normalize_backward(
+    grad_xhat: Tensor, xhat: Tensor, invstd: Tensor, shape: tuple[int, int, int]
+) -> Tensor:
+    """Gradient w.r.t. the raw maps of a batch normalisation ``xhat = (x - mean) * invstd`` with batch
+    statistics, from the gradient w.r.t. ``xhat``: (M, C) rows -> new contiguous (M, C) rows."""
+    n, h, w = shape
+    ones, zeros = torch.ones_like(invstd), torch.zeros_like(invstd)
+    grad = torch.ops.aten.native_batch_norm_backward(
+        _image(grad_xhat.contiguous(), n, h, w), _image(xhat.contiguous(), n, h, w), invstd, None, None,
+        zeros, ones, True, 0.0, [True, False, False],
+    )[0]
+    return _rows(grad)
+
+
+def _conv_backward(grad: Tensor, inp: Tensor, conv: nn.Conv2d) -> tuple[Tensor, Tensor]:
     return torch.ops.aten.convolution_backward(
         grad, inp, conv.weight, None, conv.stride, conv.padding, conv.dilation, False, [0, 0], 1,
-        [need_input, True, False],
+        [True, True, False],
     )[:2]
 
 
-class _FusedDenseBlock(torch.autograd.Function):
-    """A whole dense block in training mode, without re-concatenation (Pleiss et al., "Memory-Efficient
-    Implementation of DenseNets", 2017).
+def _bn_relu(z: Tensor, norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor, Tensor]:
+    """Training BN (updating running statistics) + ReLU: -> (output, batch mean, batch invstd)."""
+    y, mean, invstd = torch.native_batch_norm(
+        z, norm.weight, norm.bias, norm.running_mean, norm.running_var, True, norm.momentum, norm.eps
+    )
+    norm.num_batches_tracked.add_(1)
+    return y.relu_(), mean, invstd
 
-    All maps live in one channels-last block buffer that each layer appends its k maps to; the batch
-    mean/variance of every map is computed once and shared by all later layers (only their affine
-    parameters differ), so each layer's BN-ReLU is one pass over a view of the buffer. Backward is
-    written out with ATen's own convolution / batch-norm backward kernels, accumulating into one
-    gradient buffer. With ``memory_efficient`` the layers' BN-ReLU outputs are recomputed in backward
-    instead of stored, so stored activations grow linearly with depth. Outputs, gradients and running
-    statistics equal the module path's to float rounding.
+
+def _bn_relu_replay(z: Tensor, norm: nn.BatchNorm2d, mean: Tensor, invstd: Tensor) -> Tensor:
+    """``_bn_relu``'s output again from its saved statistics (memory-efficient backward)."""
+    return F.batch_norm(z, mean, invstd.pow(-2), norm.weight, norm.bias, False, 0.0, 0.0).relu_()
+
+
+class _FusedDenseBlock(torch.autograd.Function):
+    """A whole dense block in training mode on the CPU, without re-concatenation (after Pleiss et al.,
+    "Memory-Efficient Implementation of DenseNets", 2017).
+
+    All maps live in one channels-last block buffer that each layer appends its k maps to. Every
+    layer's first BN normalises the concatenation with batch statistics, which for a map are the same
+    in every later layer: so each map is normalised once, into a second buffer ``xhat``, and a layer's
+    BN-ReLU is one fused pass ``relu(gamma * xhat + beta)`` over a view of it (``kernels``). The first
+    1x1 conv is a matrix product on the channels-last rows. Backward is written out: the layers' BN-ReLU
+    gradients accumulate into one ``xhat`` gradient buffer, and each map's gradient through its batch
+    statistics is taken once, when the backward reaches the layer that produced it. With
+    ``memory_efficient`` the BN-ReLU outputs are recomputed in backward instead of stored, so stored
+    activations grow linearly with depth. Outputs, gradients and running statistics equal the module
+    path's to float rounding.
     """
 
     @staticmethod
     def forward(ctx, block: DenseBlock, memory_efficient: bool, x: Tensor, *params: Tensor) -> Tensor:
         n, c0, h, w = x.shape
-        buf = torch.empty((n, block.out_channels, h, w), dtype=x.dtype, memory_format=_BUFFER_FORMAT)
-        buf[:, :c0] = x
         count = n * h * w
-        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-        means, variances = [mean], [var]
-        saved = []
+        layers = list(block.values())
+        eps = layers[0].stages()[0].eps
+        raw = x.new_empty((count, block.out_channels))
+        xhat = x.new_empty((count, block.out_channels))
+        _image(raw[:, :c0], n, h, w).copy_(x)
+        mean, var, invstd = _normalize_into(x, xhat[:, :c0], eps)
+        means, variances, invstds = [mean], [var], [invstd]
+        records = []
         c = c0
-        for layer in block.values():
+        for layer in layers:
             first_norm, first_conv, second_norm, second_conv = layer.stages()
-            mean, var = torch.cat(means), torch.cat(variances)
-            _update_running_stats(first_norm, mean, var, count)
-            invstd = torch.rsqrt(var + first_norm.eps)
-            y1 = _normalize_relu(buf[:, :c], first_norm, mean, invstd)
-            out = F.conv2d(y1, first_conv.weight, None, first_conv.stride, first_conv.padding)
-            record = {"mean": mean, "invstd": invstd, "y1": None if memory_efficient else y1}
-            if second_norm is not None:
-                z = out
-                y2, save_mean, save_invstd = torch.native_batch_norm(
-                    z, second_norm.weight, second_norm.bias, second_norm.running_mean,
-                    second_norm.running_var, True, second_norm.momentum, second_norm.eps,
-                )
-                second_norm.num_batches_tracked.add_(1)
-                y2.relu_()
+            _update_running_stats(first_norm, torch.cat(means), torch.cat(variances), count)
+            y1 = kernels.affine_relu_rows(xhat[:, :c], first_norm.weight, first_norm.bias)
+            record = {"y1": None if memory_efficient else y1}
+            if second_norm is None:
+                out = F.conv2d(_image(y1, n, h, w), first_conv.weight, None, first_conv.stride,
+                               first_conv.padding)
+            else:
+                z = _image(y1 @ first_conv.weight.view(first_conv.out_channels, c).t(), n, h, w)
+                y2, z_mean, z_invstd = _bn_relu(z, second_norm)
                 out = F.conv2d(y2, second_conv.weight, None, second_conv.stride, second_conv.padding)
-                record.update(z=z, save_mean=save_mean, save_invstd=save_invstd,
-                              y2=None if memory_efficient else y2)
-            buf[:, c : c + out.shape[1]] = out
-            var, mean = torch.var_mean(out, dim=(0, 2, 3), correction=0)
+                record.update(z=z, z_mean=z_mean, z_invstd=z_invstd, y2=None if memory_efficient else y2)
+            if layer.drop_rate > 0:
+                # F.dropout's own recipe on the same (channels-last) tensor: the same random stream
+                keep = 1.0 - layer.drop_rate
+                record["keep"] = torch.empty_like(out).bernoulli_(keep).div_(keep)
+                out = out.mul_(record["keep"])
+            k = out.shape[1]
+            _image(raw[:, c : c + k], n, h, w).copy_(out)
+            mean, var, invstd = _normalize_into(out, xhat[:, c : c + k], eps)
             means.append(mean)
             variances.append(var)
-            saved.append(record)
-            c += out.shape[1]
-        ctx.block, ctx.saved, ctx.c0 = block, saved, c0
-        ctx.save_for_backward(buf)
-        return buf
+            invstds.append(invstd)
+            records.append(record)
+            c += k
+        ctx.block, ctx.records, ctx.invstds, ctx.shape = block, records, invstds, (n, h, w)
+        ctx.save_for_backward(xhat)
+        return _image(raw, n, h, w)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        (buf,) = ctx.saved_tensors
-        block, c0 = ctx.block, ctx.c0
-        grad_buf = grad_out.contiguous(memory_format=_BUFFER_FORMAT).clone()
-        grads: list[list[Tensor]] = []
-        c = block.out_channels
-        for layer, rec in zip(reversed(list(block.values())), reversed(ctx.saved), strict=True):
-            first_norm, first_conv, second_norm, second_conv = layer.stages()
-            k = second_conv.out_channels if second_conv is not None else first_conv.out_channels
+        (xhat,) = ctx.saved_tensors
+        n, h, w = ctx.shape
+        layers = list(ctx.block.values())
+        grad_raw = _rows(grad_out)
+        grad_xhat = torch.zeros_like(xhat)
+        c = xhat.shape[1]
+        param_grads: list[list[Tensor]] = []
+        for i in range(len(layers) - 1, -1, -1):
+            first_norm, first_conv, second_norm, second_conv = layers[i].stages()
+            record = ctx.records[i]
+            k = (second_conv or first_conv).out_channels
             c -= k
-            grad = grad_buf[:, c : c + k]
-            layer_grads = []
-            if second_norm is not None:
-                y2 = rec["y2"]
+            grad = _normalize_backward(grad_xhat[:, c : c + k], xhat[:, c : c + k], ctx.invstds[i + 1],
+                                       ctx.shape).add_(grad_raw[:, c : c + k])
+            grad = _image(grad, n, h, w)
+            if "keep" in record:
+                grad = grad.mul_(record["keep"])
+            y1 = record["y1"]
+            if y1 is None:
+                y1 = kernels.affine_relu_rows(xhat[:, :c], first_norm.weight, first_norm.bias)
+            grads: list[Tensor] = []
+            if second_norm is None:
+                grad_y1, grad_w1 = _conv_backward(grad, _image(y1, n, h, w), first_conv)
+                grad_y1 = _rows(grad_y1)
+            else:
+                z = record["z"]
+                y2 = record["y2"]
                 if y2 is None:
-                    y2 = _normalize_relu(rec["z"], second_norm, rec["save_mean"], rec["save_invstd"])
-                grad, g_conv2 = _conv_backward(grad, y2, second_conv, True)
+                    y2 = _bn_relu_replay(z, second_norm, record["z_mean"], record["z_invstd"])
+                grad, grad_w2 = _conv_backward(grad, y2, second_conv)
                 grad = torch.ops.aten.threshold_backward(grad, y2, 0)
-                grad, g_w2, g_b2 = torch.ops.aten.native_batch_norm_backward(
-                    grad, rec["z"], second_norm.weight, None, None, rec["save_mean"], rec["save_invstd"],
+                grad, grad_g2, grad_b2 = torch.ops.aten.native_batch_norm_backward(
+                    grad, z, second_norm.weight, None, None, record["z_mean"], record["z_invstd"],
                     True, second_norm.eps, [True, True, True],
                 )
-                layer_grads = [g_w2, g_b2, g_conv2]
-            x = buf[:, :c]
-            y1 = rec["y1"]
-            if y1 is None:
-                y1 = _normalize_relu(x, first_norm, rec["mean"], rec["invstd"])
-            grad, g_conv1 = _conv_backward(grad, y1, first_conv, True)
-            grad = torch.ops.aten.threshold_backward(grad, y1, 0)
-            grad, g_w1, g_b1 = torch.ops.aten.native_batch_norm_backward(
-                grad, x, first_norm.weight, None, None, rec["mean"], rec["invstd"],
-                True, first_norm.eps, [True, True, True],
+                grad = _rows(grad)
+                grad_w1 = (grad.t() @ y1).view_as(first_conv.weight)
+                grad_y1 = grad @ first_conv.weight.view(first_conv.out_channels, c)
+                grads = [grad_g2, grad_b2, grad_w2]
+            grad_g1, grad_b1 = kernels.affine_relu_rows_backward(
+                grad_y1, xhat[:, :c], first_norm.weight, first_norm.bias, grad_xhat[:, :c]
             )
-            grad_buf[:, :c] += grad
-            grads.append([g_w1, g_b1, g_conv1, *layer_grads])
-        flat = [g for layer_grads in reversed(grads) for g in layer_grads]
-        return (None, None, grad_buf[:, :c0], *flat)
+            param_grads.append([grad_g1, grad_b1, grad_w1, *grads])
+        grad_x = _normalize_backward(grad_xhat[:, :c], xhat[:, :c], ctx.invstds[0], ctx.shape)
+        grad_x = _image(grad_x.add_(grad_raw[:, :c]), n, h, w)
+        return (None, None, grad_x, *(g for grads in reversed(param_grads) for g in grads))

@@ -4,47 +4,15 @@ results json (all detections, original image pixels, COCO category ids)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
-from torch import Tensor
 from torchvision.io import write_png
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from densevision.datasets.coco_eval import detections_to_coco
 from densevision.tasks.detection import gather_objects
-
-# one colour per class (cycled), the same for its boxes and masks; torchvision's default palette starts
-# with black, invisible on dark images
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-
-
-def draw_detections(
-    image: Tensor,
-    detection: dict[str, Tensor],
-    class_names: Sequence[str],
-    *,
-    score_threshold: float = 0.5,
-    mask_threshold: float = 0.5,
-) -> Tensor:
-    """``image (3, H, W)`` float in [0, 1] with the detections above ``score_threshold`` drawn: masks
-    (``(N, 1, H, W)`` probabilities) filled, boxes outlined, "name score" labels. Returns uint8 (3, H, W)."""
-    keep = (detection["scores"] >= score_threshold) & (detection["labels"] > 0)
-    picture = (image.clamp(0, 1) * 255).to(torch.uint8)
-    if not bool(keep.any()):
-        return picture
-    labels = detection["labels"][keep].tolist()
-    colors = [PALETTE[label % len(PALETTE)] for label in labels]
-    if "masks" in detection:
-        masks = detection["masks"][keep][:, 0] > mask_threshold
-        picture = draw_segmentation_masks(picture, masks, alpha=0.45, colors=colors)
-    scores = detection["scores"][keep].tolist()
-    captions = [f"{class_names[label]} {score:.2f}" for label, score in zip(labels, scores, strict=True)]
-    return draw_bounding_boxes(picture, detection["boxes"][keep], labels=captions, colors=colors, width=2)
+from densevision.visualize import draw_detections
 
 
 class DetectionPredictionWriter(BasePredictionWriter):

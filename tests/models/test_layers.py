@@ -17,16 +17,9 @@ from densevision.models.backbones.densenet import DenseNet
 from densevision.models.layers import DenseBlock
 
 
-@pytest.fixture(autouse=True)
-def _fused_plain_training(monkeypatch):
-    """These tests exercise the fused path for plain training too (off by default: see layers.py)."""
-    monkeypatch.setattr(layers, "FUSED_PLAIN_TRAINING", True)
-
-
-def test_plain_training_takes_the_module_path_by_default(monkeypatch):
-    monkeypatch.setattr(layers, "FUSED_PLAIN_TRAINING", False)
+def test_cpu_training_takes_the_fused_path_plain_and_memory_efficient():
     x = torch.randn(2, 6, 5, 7)
-    assert not layers._fast_path_applies(DenseBlock(2, 6, 4, 4, 0.0).train(), x)
+    assert layers._fast_path_applies(DenseBlock(2, 6, 4, 4, 0.0).train(), x)
     assert layers._fast_path_applies(DenseBlock(2, 6, 4, 4, 0.0, memory_efficient=True).train(), x)
 
 
@@ -130,8 +123,6 @@ def test_fallback_conditions(change, reason):
     change(block)
     with torch.set_grad_enabled(reason != "no grad"):
         assert not layers._fast_path_applies(block, x)
-    dropout_block = DenseBlock(2, 6, 4, 4, 0.2)
-    assert not layers._fast_path_applies(dropout_block, x)
 
 
 def test_trace_in_eval_matches_eager():
@@ -151,3 +142,75 @@ def test_memory_efficient_under_torch_compile_matches_eager():
     weight = torch.randn(2, 5)
     torch.testing.assert_close(_train_step(compiled, x, weight), _train_step(eager, x, weight))
     _assert_same_state(compiled_model, eager, atol=1e-5)
+
+
+def _max_rel_errors(model: nn.Module, exact: nn.Module) -> dict[str, float]:
+    """Per parameter: max |grad - exact grad| / max |exact grad|."""
+    exact_grads = {name: p.grad for name, p in exact.named_parameters()}
+    return {
+        name: ((p.grad.double() - exact_grads[name]).abs().max() / exact_grads[name].abs().max()).item()
+        for name, p in model.named_parameters()
+    }
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True], ids=["plain", "memory-efficient"])
+def test_float32_fused_block_is_as_accurate_as_the_module_path(memory_efficient):
+    """In float32 the fused path (compiled kernels, shared statistics, GEMM 1x1 conv) must be as close to
+    the float64 result as the float32 module path is: its error may not exceed the module path's by more
+    than a small factor. (Equality to a fixed tolerance would be meaningless: BN gradients through batch
+    statistics lose digits to cancellation in either implementation.)"""
+    torch.manual_seed(0)
+    fused = DenseBlock(4, 16, 8, 4, 0.0, memory_efficient=memory_efficient)
+    with torch.no_grad():
+        for m in fused.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(-1.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    module32, exact = copy.deepcopy(fused), copy.deepcopy(fused).double()
+    x = torch.randn(4, 16, 12, 12) * 2 + 0.5
+    weight = torch.randn(4, fused.out_channels, 12, 12)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert layers._fast_path_applies(fused, cl)
+    out = _train_step(fused, cl.clone().requires_grad_(), weight)
+    with module_path():
+        _train_step(module32, cl.clone().requires_grad_(), weight)
+        expected = _train_step(exact, x.double().requires_grad_(), weight.double())
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    fused_err, module_err = _max_rel_errors(fused, exact), _max_rel_errors(module32, exact)
+    for name, err in fused_err.items():
+        assert err <= 4 * module_err[name] + 1e-5, (name, err, module_err[name])
+    for name, buf in exact.named_buffers():
+        torch.testing.assert_close(dict(fused.named_buffers())[name].to(buf.dtype), buf, atol=1e-5, rtol=1e-5)
+
+
+def test_densenet_runs_channels_last_on_cpu_and_accepts_nchw_input():
+    model = _tiny()
+    x = torch.randn(2, 3, 32, 32)
+    feats = DenseNet(growth_rate=4, block_config=(2, 2), stem_channels=8, features_only=True)(x)
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in feats.values())
+    out = model(x)
+    out.sum().backward()
+    assert out.shape == (2, 5) and model.features.conv0.weight.grad is not None
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True], ids=["plain", "memory-efficient"])
+@pytest.mark.parametrize("bn_size", [4, 0], ids=["bottleneck", "no-bottleneck"])
+def test_fused_block_with_dropout_draws_the_module_paths_masks(bn_size, memory_efficient):
+    """Same seed, same random stream: the fused path's dropout equals F.dropout in the module path."""
+    fused = DenseBlock(3, 6, 4, bn_size, 0.3, memory_efficient=memory_efficient).double()
+    reference = copy.deepcopy(fused)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(2, fused.out_channels, 5, 7, dtype=torch.float64)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    assert layers._fast_path_applies(fused, x1)
+    torch.manual_seed(7)
+    out = _train_step(fused, x1, weight)
+    torch.manual_seed(7)
+    with module_path():
+        expected = _train_step(reference, x2, weight)
+    new_maps = out[:, 6:]
+    assert 0.1 < (new_maps == 0).double().mean() < 0.5  # dropout really dropped about 30%
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-10, rtol=1e-10)
+    _assert_same_state(fused, reference, atol=1e-10)

@@ -15,7 +15,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from densevision.datasets.detection_datamodule import CocoDetectionDataModule, ShapesDetectionDataModule
 from densevision.tasks.detection import DetectionTask
-from densevision.tasks.detection_writer import DetectionPredictionWriter, draw_detections
+from densevision.tasks.detection_writer import DetectionPredictionWriter
 
 
 class _TinyBackbone(nn.Module):
@@ -96,18 +96,6 @@ def test_predict_writes_pictures_and_coco_results(tmp_path, shapes_root):
     results = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     assert {r["image_id"] for r in results} == set(dm.val_dataset.ids)
     assert {r["category_id"] for r in results} <= {3, 7, 11, 20}
-
-
-def test_draw_detections_draws_only_confident_boxes_and_masks():
-    image = torch.zeros(3, 32, 32)
-    masks = torch.zeros(2, 1, 32, 32)
-    masks[0, 0, 4:10, 4:10] = 1
-    detection = {"boxes": torch.tensor([[4.0, 4, 10, 10], [20, 20, 30, 30]]), "labels": torch.tensor([1, 2]),
-                 "scores": torch.tensor([0.9, 0.1]), "masks": masks}
-    picture = draw_detections(image, detection, ["bg", "a", "b"], score_threshold=0.5)
-    assert picture.dtype == torch.uint8 and picture.shape == (3, 32, 32)
-    assert picture[:, 6, 6].any()  # the mask is filled
-    assert not picture[:, 21:30, 29].any()  # the low-score box is not drawn
 
 
 def test_coco_datamodule_splits_a_single_json(tmp_path, shapes_root):

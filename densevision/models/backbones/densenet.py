@@ -157,6 +157,10 @@ class DenseNet(nn.Module):
         Stages after the last selected feature are not run.
         """
         self._check_input(x)
+        if x.device.type == "cpu":
+            # oneDNN's native layout: no reorder around every conv, and the fused training block's
+            # buffers are channels-last. Measured 0.85x the NCHW step time (densenet121, b8, 224^2).
+            x = x.contiguous(memory_format=torch.channels_last)
         out: dict[str, Tensor] = {}
         specs = self.available_features
         f = self.features

@@ -1,0 +1,107 @@
+"""The compiled dense-block kernels against their ATen fallback, and the build / fallback rules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from densevision.models import kernels
+
+
+@pytest.fixture
+def fallback(monkeypatch):
+    """Inside: the ATen implementation (kernels disabled)."""
+    monkeypatch.setenv("DENSEVISION_KERNELS", "0")
+    kernels.library.cache_clear()
+    yield
+    monkeypatch.undo()
+    kernels.library.cache_clear()
+
+
+def _rows(rows: int, channels: int, total: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Strided (rows, channels) views of (rows, total) buffers, as the dense block hands them over."""
+    torch.manual_seed(0)
+    xhat = torch.randn(rows, total)[:, :channels]
+    gamma = torch.rand(channels) + 0.5
+    gamma[::3] *= -1  # negative scales flip which side of zero is kept
+    beta = torch.randn(channels) * 0.5
+    return xhat, gamma, beta
+
+
+def test_kernels_compile_here():
+    assert kernels.library() is not None, "no C compiler: the fused block would run on its ATen fallback"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_affine_relu_rows_matches_aten(threads, fallback):
+    xhat, gamma, beta = _rows(517, 37, 50)
+    expected = kernels.affine_relu_rows(xhat, gamma, beta)
+    assert kernels.library() is None
+    kernels.library.cache_clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DENSEVISION_KERNELS", "1")
+        kernels.library.cache_clear()
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            out = kernels.affine_relu_rows(xhat, gamma, beta)
+        finally:
+            torch.set_num_threads(previous)
+        assert kernels.library() is not None
+    assert out.is_contiguous() and out.shape == (517, 37)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
+    assert (out == 0).float().mean() > 0.2  # the ReLU really cuts
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_affine_relu_rows_backward_matches_autograd(threads):
+    xhat, gamma, beta = _rows(1000, 37, 50)
+    grad = torch.randn(1000, 37)
+    buffer = torch.randn(1000, 50)
+    accumulated = buffer.clone()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        grad_gamma, grad_beta = kernels.affine_relu_rows_backward(
+            grad, xhat, gamma, beta, accumulated[:, :37]
+        )
+    finally:
+        torch.set_num_threads(previous)
+    x, g, b = (t.double().requires_grad_() for t in (xhat, gamma, beta))
+    torch.relu(x * g + b).backward(grad.double())
+    torch.testing.assert_close(grad_gamma.double(), g.grad, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(grad_beta.double(), b.grad, atol=1e-4, rtol=1e-5)
+    expected = buffer[:, :37].double() + x.grad
+    torch.testing.assert_close(accumulated[:, :37].double(), expected, atol=1e-6, rtol=1e-5)
+    assert torch.equal(accumulated[:, 37:], buffer[:, 37:])  # channels past the view untouched
+
+
+def test_fallback_is_used_for_other_dtypes():
+    xhat, gamma, beta = (t.double() for t in _rows(20, 5, 8))
+    out = kernels.affine_relu_rows(xhat, gamma, beta)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, torch.relu(xhat * gamma + beta))
+
+
+def test_missing_compiler_warns_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("DENSEVISION_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    kernels.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="kernels unavailable.*ATen ops"):
+            assert kernels.library() is None
+        xhat, gamma, beta = _rows(10, 4, 6)
+        expected = torch.relu(xhat * gamma + beta)
+        torch.testing.assert_close(kernels.affine_relu_rows(xhat, gamma, beta), expected)
+    finally:
+        kernels.library.cache_clear()
+
+
+def test_build_lands_in_the_cache_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("DENSEVISION_CACHE", str(tmp_path))
+    kernels.library.cache_clear()
+    try:
+        assert kernels.library() is not None
+        assert len(list((tmp_path / "kernels").glob("dense_rows-*.so"))) == 1
+    finally:
+        kernels.library.cache_clear()
