@@ -24,7 +24,7 @@ step (``malloc_trim``, reset the kernel's high-water mark with ``echo 5 > /proc/
 ``VmHWM - VmRSS``; ``getrusage`` growth where it cannot be reset): what the OS sees, glibc's fragmentation
 included. It exceeds the allocator peak mostly through glibc's dynamic mmap threshold (freed large blocks
 raise it up to 32 MiB, after which activation-sized blocks come from the fragmenting heap); with it pinned,
-e.g. ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment, it came within 7% of ``act_peak_mib``.
+e.g. ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment, it came within 9% of ``act_peak_mib``.
 GFLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (one forward, 1 multiply-add = 2 FLOPs).
 
 Agreement of each inference path with the eager float32 model (the fp32 reference), for the inference
