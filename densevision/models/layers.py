@@ -21,6 +21,24 @@ from densevision.models import kernels
 
 NormLayer = Callable[[int], nn.Module]
 
+_reference_mode = False
+
+
+@contextlib.contextmanager
+def reference_mode() -> Iterator[None]:
+    """Inside, DenseNets run as torchvision's do: NCHW, per-layer concatenation and module-by-module
+    BN-ReLU-Conv, in training and in eval. The baseline that benchmarks compare the fused paths with."""
+    global _reference_mode
+    previous, _reference_mode = _reference_mode, True
+    try:
+        yield
+    finally:
+        _reference_mode = previous
+
+
+def reference_mode_enabled() -> bool:
+    return _reference_mode
+
 
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -208,7 +226,7 @@ class Transition(nn.Sequential):
 def _inference_path_applies(block: DenseBlock, x: Tensor) -> bool:
     """Eval-mode forward on the CPU with nothing needing a gradient, eager (not traced, scripted or
     compiled: exports keep the module path), every concatenation normalised by running statistics."""
-    if block.training or x.dim() != 4 or x.device.type != "cpu":
+    if _reference_mode or block.training or x.dim() != 4 or x.device.type != "cpu":
         return False
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters())):
         return False
@@ -256,7 +274,9 @@ def _fast_path_applies(block: DenseBlock, x: Tensor) -> bool:
     """The fused path covers CPU training with plain BatchNorm2d batch statistics (one eps for the
     concatenated maps); everything else (eval, FrozenBatchNorm2d, autocast, CUDA, compile, tracing,
     no grad) takes the module path."""
-    if not (block.training and torch.is_grad_enabled() and x.dim() == 4 and x.device.type == "cpu"):
+    if _reference_mode or not (block.training and torch.is_grad_enabled() and x.dim() == 4):
+        return False
+    if x.device.type != "cpu":
         return False
     if x.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled("cpu"):
         return False

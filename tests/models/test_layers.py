@@ -269,3 +269,19 @@ def test_eval_with_gradients_takes_the_module_path():
     assert not layers._inference_path_applies(block, x)
     block(x).sum().backward()
     assert x.grad is not None
+
+
+def test_reference_mode_runs_torchvision_style_and_agrees():
+    """The benchmarks' baseline: NCHW, per-layer concatenation (neither fused path), same results."""
+    model = _tiny()
+    x = torch.randn(2, 3, 32, 32)
+    block = model.features.denseblock1
+    probe = torch.randn(2, 8, 8, 8)
+    with layers.reference_mode():
+        assert layers.reference_mode_enabled()
+        assert not layers._fast_path_applies(block, probe)
+        feats = DenseNet(growth_rate=4, block_config=(2, 2), stem_channels=8, features_only=True)(x)
+        assert all(f.is_contiguous() for f in feats.values())
+        reference = _train_step(copy.deepcopy(model), x, torch.ones(2, 5))
+    assert not layers.reference_mode_enabled() and layers._fast_path_applies(block, probe)
+    torch.testing.assert_close(_train_step(model, x, torch.ones(2, 5)), reference, atol=1e-5, rtol=1e-5)
