@@ -5,7 +5,10 @@ Subcommands:
                plain and memory-efficient, and inference throughput (eager and ``optimize_for_inference``).
     depth      peak training memory of CIFAR DenseNet-BC at growing depth, plain vs memory-efficient.
     models     any registered models (``--models fcdensenet103 ...``): parameters, GFLOPs, step time,
-               peak memory plain / memory-efficient, inference throughput eager / optimised.
+               peak memory plain / memory-efficient, inference throughput eager / optimised, each also
+               against the model run the way torchvision runs a DenseNet (``reference_mode``: NCHW,
+               per-layer concatenation, module by module), the baseline where torchvision has no such
+               model.
 
 Method. Times: every candidate runs one warm-up step, then ``--repeats`` rounds in which each candidate
 runs once in turn (interleaved, so load from other processes hits all alike); a ratio is the median of the
@@ -41,6 +44,7 @@ fast path moves a network's decisions, not the accuracy of a trained one.
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import json
 import os
@@ -62,6 +66,7 @@ from torchmetrics.classification import MulticlassJaccardIndex
 
 from densevision.images import IMAGENET_MEAN, IMAGENET_STD, find_images, read_rgb, to_tensor
 from densevision.inference import optimize_for_inference
+from densevision.models.layers import reference_mode
 
 Row = dict[str, object]
 # ../shared/data beside the repository, as the tests find it (DENSEVISION_SHARED_DATA overrides)
@@ -73,8 +78,11 @@ _SHARED_DATA = Path(
 def build_model(
     source: str, name: str, memory_efficient: bool = False, depth: int = 100, growth: int = 12
 ) -> nn.Module:
-    """A model by source (``densevision`` / ``torchvision``) and registered name; ``densenet_bc`` is a
-    CIFAR DenseNet-BC of any ``depth`` and ``growth``."""
+    """A model by source (``densevision`` / ``torchvision`` / ``reference``: a densevision model run in
+    ``reference_mode``) and registered name; ``densenet_bc`` is a CIFAR DenseNet-BC of any ``depth`` and
+    ``growth``."""
+    if source == "reference":
+        return ReferenceModel(build_model("densevision", name, memory_efficient, depth, growth))
     if source == "densevision" and name == "densenet_bc":
         from densevision.models.backbones.densenet import cifar_densenet
 
@@ -87,7 +95,19 @@ def build_model(
         from densevision.models import create_model
 
         return create_model(name, memory_efficient=memory_efficient)
-    raise ValueError(f"model source must be 'densevision' or 'torchvision', got {source!r}")
+    raise ValueError(f"model source must be 'densevision', 'torchvision' or 'reference', got {source!r}")
+
+
+class ReferenceModel(nn.Module):
+    """Runs ``model`` in ``reference_mode``: the torchvision-style baseline for models torchvision lacks."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor):
+        with reference_mode():
+            return self.model(x)
 
 
 def _loss(out: Tensor | dict[str, Tensor]) -> Tensor:
@@ -378,6 +398,8 @@ def _inference_rows(
     candidates: dict[str, nn.Module] = {}
     if reference is not None:
         candidates["torchvision eager fp32"] = reference.eval()
+    else:
+        candidates["reference eager fp32"] = ReferenceModel(model).eval()
     candidates["densevision eager fp32"] = model
     candidates["densevision optimized fp32"] = optimize_for_inference(model, bf16=False, compile=args.compile)
     optimized = optimize_for_inference(model, compile=args.compile)
@@ -432,10 +454,13 @@ def run_models(args: argparse.Namespace) -> dict[str, list[Row]]:
         plain, efficient = (build_model("densevision", name, memory_efficient=me) for me in (False, True))
         efficient.load_state_dict(plain.state_dict())
         row: Row = {"model": name, "params_m": _params_m(plain), "gflops": count_gflops(plain, batch)}
+        reference = ReferenceModel(copy.deepcopy(plain))
         times = interleaved_times(
-            {"plain": train_step_fn(plain, batch), "me": train_step_fn(efficient, batch)}, args.repeats
+            {"reference": train_step_fn(reference, batch), "plain": train_step_fn(plain, batch),
+             "me": train_step_fn(efficient, batch)}, args.repeats
         )
         row["step_s"] = statistics.median(times["plain"])
+        row["time_vs_reference"] = median_ratio(times, "plain", "reference")
         row["me_time_ratio"] = median_ratio(times, "me", "plain")
         if not args.no_memory:
             plain_mem, me_mem = (

@@ -120,8 +120,13 @@ def test_models_state_segmentation_agreement(tmp_path, capsys, monkeypatch, requ
     out = tmp_path / "bench.json"
     assert main(["models", "--quick", "--no-memory", "--models", "tiny", "--camvid", camvid,
                  "--agreement-images", "2", "--json", str(out)]) == 0
-    rows = {row["path"]: row for row in json.loads(out.read_text())["inference"]}
+    tables = json.loads(out.read_text())
+    rows = {row["path"]: row for row in tables["inference"]}
     eager, fp32 = rows["densevision eager fp32"], rows["densevision optimized fp32"]
+    # without a torchvision counterpart, the baseline is the model in reference_mode (NCHW, per-layer cat)
+    assert "speedup_vs_reference" in rows["reference eager fp32"]
+    assert rows["reference eager fp32"]["max_abs_diff"] < 1e-4
+    assert tables["models"][0]["time_vs_reference"] > 0
     assert eager["pixel_agree"] == 1 and eager["max_abs_diff"] == 0
     assert eager["miou_vs_fp32"] == pytest.approx(1)
     assert fp32["pixel_agree"] >= 0.999 and fp32["miou_vs_fp32"] >= 0.99 and fp32["max_abs_diff"] < 1e-3

@@ -15,10 +15,29 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import Tensor, nn
+from torchvision.ops import FrozenBatchNorm2d
 
 from densevision.models import kernels
 
 NormLayer = Callable[[int], nn.Module]
+
+_reference_mode = False
+
+
+@contextlib.contextmanager
+def reference_mode() -> Iterator[None]:
+    """Inside, DenseNets run as torchvision's do: NCHW, per-layer concatenation and module-by-module
+    BN-ReLU-Conv, in training and in eval. The baseline that benchmarks compare the fused paths with."""
+    global _reference_mode
+    previous, _reference_mode = _reference_mode, True
+    try:
+        yield
+    finally:
+        _reference_mode = previous
+
+
+def reference_mode_enabled() -> bool:
+    return _reference_mode
 
 
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
@@ -151,6 +170,8 @@ class DenseBlock(nn.ModuleDict):
         self.out_channels = in_channels + num_layers * growth_rate
 
     def forward(self, x: Tensor) -> Tensor:
+        if _inference_path_applies(self, x):
+            return _dense_block_inference(self, x)
         if _fast_path_applies(self, x):
             params = [p for layer in self.values() for p in layer.fused_params()]
             efficient = any(layer.memory_efficient for layer in self.values())
@@ -202,11 +223,60 @@ class Transition(nn.Sequential):
         return self.forward_reduce(self.forward_norm(x))
 
 
+def _inference_path_applies(block: DenseBlock, x: Tensor) -> bool:
+    """Eval-mode forward on the CPU with nothing needing a gradient, eager (not traced, scripted or
+    compiled: exports keep the module path), every concatenation normalised by running statistics."""
+    if _reference_mode or block.training or x.dim() != 4 or x.device.type != "cpu":
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters())):
+        return False
+    if torch.compiler.is_compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
+        return False
+    return all(_running_affine(layer.stages()[0]) is not None for layer in block.values())
+
+
+def _running_affine(norm: nn.Module) -> tuple[Tensor, Tensor] | None:
+    """(scale, shift), each (C,), that an eval-mode BatchNorm2d / FrozenBatchNorm2d applies."""
+    if not isinstance(norm, nn.BatchNorm2d | FrozenBatchNorm2d):
+        return None
+    mean, var = getattr(norm, "running_mean", None), getattr(norm, "running_var", None)
+    if mean is None or var is None:
+        return None
+    weight = norm.weight if norm.weight is not None else torch.ones_like(mean)
+    bias = norm.bias if norm.bias is not None else torch.zeros_like(mean)
+    scale = weight * torch.rsqrt(var + norm.eps)
+    return scale, bias - mean * scale
+
+
+def _dense_block_inference(block: DenseBlock, x: Tensor) -> Tensor:
+    """A dense block in eval mode without re-concatenation: the maps go into one channels-last buffer, and
+    each layer's first BN-ReLU (running statistics folded into one scale and shift) is one fused pass
+    over the buffer's first C_l channels. Under CPU autocast the buffer holds bfloat16 maps, as the
+    module path's would. The rest of each layer (bottleneck BN or its folded conv, 3x3 conv) runs through
+    its modules. Equals the module path to float rounding."""
+    n, c0, h, w = x.shape
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    raw = torch.empty((n * h * w, block.out_channels), dtype=dtype)
+    _image(raw[:, :c0], n, h, w).copy_(x)
+    c = c0
+    for layer in block.values():
+        first_norm, first_conv, second_norm, second_conv = layer.stages()
+        scale, shift = _running_affine(first_norm)
+        out = first_conv(_image(kernels.affine_relu_rows(raw[:, :c], scale, shift), n, h, w))
+        if second_conv is not None:
+            out = second_conv(F.relu(second_norm(out)))
+        _image(raw[:, c : c + out.shape[1]], n, h, w).copy_(out)
+        c += out.shape[1]
+    return _image(raw, n, h, w)
+
+
 def _fast_path_applies(block: DenseBlock, x: Tensor) -> bool:
     """The fused path covers CPU training with plain BatchNorm2d batch statistics (one eps for the
     concatenated maps); everything else (eval, FrozenBatchNorm2d, autocast, CUDA, compile, tracing,
     no grad) takes the module path."""
-    if not (block.training and torch.is_grad_enabled() and x.dim() == 4 and x.device.type == "cpu"):
+    if _reference_mode or not (block.training and torch.is_grad_enabled() and x.dim() == 4):
+        return False
+    if x.device.type != "cpu":
         return False
     if x.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled("cpu"):
         return False

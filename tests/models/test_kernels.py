@@ -105,3 +105,13 @@ def test_build_lands_in_the_cache_directory(monkeypatch, tmp_path):
         assert len(list((tmp_path / "kernels").glob("dense_rows-*.so"))) == 1
     finally:
         kernels.library.cache_clear()
+
+
+def test_bfloat16_rows_round_like_torch():
+    """Inference under bf16 autocast: computed in float32 and rounded once, as torch rounds."""
+    xhat, gamma, beta = _rows(300, 37, 50)
+    rows = xhat.bfloat16()
+    out = kernels.affine_relu_rows(rows, gamma, beta)
+    expected = torch.relu(rows.float() * gamma + beta).bfloat16()
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)

@@ -214,3 +214,74 @@ def test_fused_block_with_dropout_draws_the_module_paths_masks(bn_size, memory_e
     torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(x1.grad, x2.grad, atol=1e-10, rtol=1e-10)
     _assert_same_state(fused, reference, atol=1e-10)
+
+
+def _inference_module_path():
+    return mock.patch.object(layers, "_inference_path_applies", lambda *args: False)
+
+
+def _with_running_stats(model: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(-1.5, 1.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("bn_size", [4, 0], ids=["bottleneck", "no-bottleneck"])
+def test_inference_block_equals_module_path(bn_size):
+    block = _with_running_stats(DenseBlock(3, 6, 4, bn_size, 0.2))
+    x = torch.randn(2, 6, 5, 7)
+    with torch.no_grad():
+        assert layers._inference_path_applies(block, x)
+        out = block(x)
+        with _inference_module_path():
+            expected = block(x)
+    assert out.shape == (2, 18, 5, 7) and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_inference_path_with_frozen_batchnorm_folded_convs_and_bf16_autocast():
+    """optimize_for_inference folds conv1 -> norm2 (norm2 becomes Identity) and may run under bf16
+    autocast: the inference block must give the module path's results there too."""
+    from densevision.inference import optimize_for_inference
+
+    model = _with_running_stats(_tiny())
+    x = torch.randn(2, 3, 32, 32)
+    for bf16, tol in ((False, 1e-5), (True, 5e-2)):
+        fast = optimize_for_inference(model, bf16=bf16)
+        out = fast(x)
+        with _inference_module_path():
+            expected = fast(x)
+        torch.testing.assert_close(out, expected, atol=tol, rtol=tol)
+    frozen = _tiny(norm_layer=FrozenBatchNorm2d).eval()
+    frozen.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        assert layers._inference_path_applies(frozen.features.denseblock1, torch.randn(1, 8, 8, 8))
+        torch.testing.assert_close(frozen(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_eval_with_gradients_takes_the_module_path():
+    block = _with_running_stats(DenseBlock(2, 6, 4, 4, 0.0))
+    x = torch.randn(1, 6, 4, 4, requires_grad=True)
+    assert not layers._inference_path_applies(block, x)
+    block(x).sum().backward()
+    assert x.grad is not None
+
+
+def test_reference_mode_runs_torchvision_style_and_agrees():
+    """The benchmarks' baseline: NCHW, per-layer concatenation (neither fused path), same results."""
+    model = _tiny()
+    x = torch.randn(2, 3, 32, 32)
+    block = model.features.denseblock1
+    probe = torch.randn(2, 8, 8, 8)
+    with layers.reference_mode():
+        assert layers.reference_mode_enabled()
+        assert not layers._fast_path_applies(block, probe)
+        feats = DenseNet(growth_rate=4, block_config=(2, 2), stem_channels=8, features_only=True)(x)
+        assert all(f.is_contiguous() for f in feats.values())
+        reference = _train_step(copy.deepcopy(model), x, torch.ones(2, 5))
+    assert not layers.reference_mode_enabled() and layers._fast_path_applies(block, probe)
+    torch.testing.assert_close(_train_step(model, x, torch.ones(2, 5)), reference, atol=1e-5, rtol=1e-5)

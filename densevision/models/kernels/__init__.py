@@ -78,25 +78,31 @@ def library() -> ctypes.CDLL | None:
                       RuntimeWarning, stacklevel=2)
         return None
     lib.affine_relu_rows.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _I64, ctypes.c_int]
+    lib.affine_relu_rows_bf16.argtypes = lib.affine_relu_rows.argtypes
     lib.affine_relu_rows_backward.argtypes = [_PTR, _I64, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _I64,
                                               _PTR, _PTR, ctypes.c_int]
     return lib
 
 
-def _kernel_ok(*rows: Tensor) -> bool:
-    return all(t.dtype == torch.float32 and t.device.type == "cpu" and t.dim() == 2 and t.stride(1) == 1
+def _kernel_ok(*rows: Tensor, dtype: torch.dtype = torch.float32) -> bool:
+    return all(t.dtype == dtype and t.device.type == "cpu" and t.dim() == 2 and t.stride(1) == 1
                for t in rows) and library() is not None
 
 
 def affine_relu_rows(xhat: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
-    """relu(gamma * xhat + beta): (M, C) rows, (C,) affine -> new contiguous (M, C)."""
-    gamma, beta = gamma.detach().contiguous(), beta.detach().contiguous()
-    if not _kernel_ok(xhat, gamma.view(1, -1)):
-        return torch.addcmul(beta, xhat, gamma).relu_()
+    """relu(gamma * xhat + beta): (M, C) rows, (C,) affine -> new contiguous (M, C) of ``xhat``'s dtype.
+    Compiled for float32 and bfloat16 rows (computed in float32, rounded once)."""
+    if xhat.dtype == torch.bfloat16 and _kernel_ok(xhat, dtype=torch.bfloat16):
+        kernel = library().affine_relu_rows_bf16
+    elif _kernel_ok(xhat):
+        kernel = library().affine_relu_rows
+    else:
+        return torch.addcmul(beta, xhat, gamma).relu_().to(xhat.dtype)
+    gamma = gamma.detach().to(torch.float32).contiguous()
+    beta = beta.detach().to(torch.float32).contiguous()
     out = torch.empty(xhat.shape, dtype=xhat.dtype)
-    library().affine_relu_rows(xhat.data_ptr(), xhat.stride(0), xhat.shape[0], xhat.shape[1],
-                               gamma.data_ptr(), beta.data_ptr(), out.data_ptr(), out.stride(0),
-                               torch.get_num_threads())
+    kernel(xhat.data_ptr(), xhat.stride(0), xhat.shape[0], xhat.shape[1], gamma.data_ptr(), beta.data_ptr(),
+           out.data_ptr(), out.stride(0), torch.get_num_threads())
     return out
 
 

@@ -7,7 +7,8 @@
  *   d = dy where gamma * xhat + beta > 0, else 0
  *   dbeta = sum_m d, dgamma = sum_m d * xhat, dxhat += gamma * d
  * in one pass instead of five (threshold_backward, two sums, a product and addcmul_).
- * Rows are split across OpenMP threads; per-channel sums accumulate in double per thread.
+ * Inference applies the same BN-ReLU with running statistics folded into gamma and beta, also on
+ * bfloat16 maps (autocast). Rows are split across OpenMP threads; per-channel sums accumulate in double per thread.
  * Built with -ffp-contract=off so forward and backward evaluate gamma * xhat + beta identically.
  */
 #include <stdint.h>
@@ -16,6 +17,22 @@
 #include <omp.h>
 
 #define TILE_ROWS 64
+
+/* bfloat16 <-> float32 (bf16 is the top half of a float32; rounding to nearest even; NaN stays NaN) */
+static inline float bf16_to_float(uint16_t v) {
+    uint32_t bits = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t float_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u);
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
 
 void affine_relu_rows(const float *restrict xhat, int64_t xhat_stride, int64_t rows, int64_t channels,
                       const float *restrict gamma, const float *restrict beta, float *restrict out,
@@ -45,6 +62,20 @@ static void backward_rows(const float *restrict dy, int64_t dy_stride, const flo
             sum_b[j] += d;
             sum_g[j] += d * x[j];
             dx[j] += gamma[j] * d;
+        }
+    }
+}
+
+void affine_relu_rows_bf16(const uint16_t *restrict xhat, int64_t xhat_stride, int64_t rows,
+                           int64_t channels, const float *restrict gamma, const float *restrict beta,
+                           uint16_t *restrict out, int64_t out_stride, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t m = 0; m < rows; ++m) {
+        const uint16_t *restrict x = xhat + m * xhat_stride;
+        uint16_t *restrict y = out + m * out_stride;
+        for (int64_t j = 0; j < channels; ++j) {
+            float a = gamma[j] * bf16_to_float(x[j]) + beta[j];
+            y[j] = float_to_bf16(a > 0.0f ? a : 0.0f);
         }
     }
 }
