@@ -463,13 +463,16 @@ def run_models(args: argparse.Namespace) -> dict[str, list[Row]]:
         row["time_vs_reference"] = median_ratio(times, "plain", "reference")
         row["me_time_ratio"] = median_ratio(times, "me", "plain")
         if not args.no_memory:
-            plain_mem, me_mem = (
-                peak_train_memory_mib({"source": "densevision", "name": name, "memory_efficient": me},
-                                      args.batch_size, args.image_size) for me in (False, True)
+            ref_mem, plain_mem, me_mem = (
+                peak_train_memory_mib({"source": src, "name": name, "memory_efficient": me},
+                                      args.batch_size, args.image_size)
+                for src, me in (("reference", False), ("densevision", False), ("densevision", True))
             )
             row["state_mib"] = plain_mem["state_mib"]
+            row["reference_act_mib"] = ref_mem["act_peak_mib"]
             row["plain_act_mib"], row["me_act_mib"] = plain_mem["act_peak_mib"], me_mem["act_peak_mib"]
             row["me_mem_ratio"] = me_mem["act_peak_mib"] / max(plain_mem["act_peak_mib"], 1e-6)
+            row["me_mem_vs_reference"] = me_mem["act_peak_mib"] / max(ref_mem["act_peak_mib"], 1e-6)
         infer = _inference_rows(args, plain, batch, None, check)
         row["optimized_speedup"] = max(r[next(k for k in r if k.startswith("speedup"))] for r in infer)
         rows.append(row)

@@ -137,6 +137,23 @@ def test_models_state_segmentation_agreement(tmp_path, capsys, monkeypatch, requ
     assert f"agreement with eager fp32 on {title}" in capsys.readouterr().out
 
 
+def _tiny_segmenter_or_reference(source: str, name: str, memory_efficient: bool = False, **_: object):
+    model = _tiny_segmenter(source, name, memory_efficient)
+    return benchmark.ReferenceModel(model) if source == "reference" else model
+
+
+def test_models_memory_columns_against_reference_mode(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark, "build_model", _tiny_segmenter_or_reference)
+    monkeypatch.setattr(benchmark, "peak_train_memory_mib", benchmark.measure_train_memory)  # in-process
+    out = tmp_path / "bench.json"
+    main(["models", "--quick", "--models", "tiny", "--camvid", "none", "--json", str(out)])
+    (row,) = json.loads(out.read_text())["models"]
+    assert row["reference_act_mib"] > 0 and row["state_mib"] > 0
+    assert row["me_mem_vs_reference"] == pytest.approx(row["me_act_mib"] / row["reference_act_mib"])
+    assert row["me_mem_ratio"] == pytest.approx(row["me_act_mib"] / row["plain_act_mib"])
+    assert row["me_act_mib"] < row["plain_act_mib"]
+
+
 def test_agreement_of_label_maps():
     """Reference labels [[0, 0], [1, 1]], path labels [[0, 1], [1, 1]]: IoU 1/2 (class 0), 2/3 (class 1)."""
     expected = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]]])
