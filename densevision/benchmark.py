@@ -195,11 +195,13 @@ def _walk(events: list) -> Iterator:
         yield from _walk(event.children)
 
 
-def peak_train_memory_mib(spec: dict[str, object], batch_size: int, image_size: int) -> dict[str, float]:
+def peak_train_memory_mib(
+    spec: dict[str, object], batch_size: int, image_size: int, width: int | None = None
+) -> dict[str, float]:
     """Memory of one training step, measured in a fresh subprocess (MiB): ``act_peak_mib`` (allocator peak
     above the resting state), ``state_mib`` (parameters, buffers, gradients, optimizer state) and
     ``rss_mib`` (resident-set growth)."""
-    payload = json.dumps({"spec": spec, "batch_size": batch_size, "image_size": image_size})
+    payload = json.dumps({"spec": spec, "batch_size": batch_size, "image_size": image_size, "width": width})
     code = "import sys; from densevision.benchmark import _memory_child; _memory_child(sys.argv[1])"
     proc = subprocess.run(
         [sys.executable, "-c", code, payload], capture_output=True, text=True, check=False, timeout=1800
@@ -244,11 +246,13 @@ def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     return sum(unique.values())
 
 
-def measure_train_memory(spec: dict[str, object], batch_size: int, image_size: int) -> dict[str, float]:
+def measure_train_memory(
+    spec: dict[str, object], batch_size: int, image_size: int, width: int | None = None
+) -> dict[str, float]:
     """What ``peak_train_memory_mib`` reports, measured in this process (see the module docstring)."""
     torch.manual_seed(0)
     model = build_model(**spec)
-    batch = torch.randn(batch_size, 3, image_size, image_size)
+    batch = torch.randn(batch_size, 3, image_size, width or image_size)
     optimizer = sgd(model)
     step = train_step_fn(model, batch, optimizer, set_to_none=False)
     step()
@@ -260,7 +264,8 @@ def measure_train_memory(spec: dict[str, object], batch_size: int, image_size: i
 def _memory_child(payload: str) -> None:
     args = json.loads(payload)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    print(json.dumps(measure_train_memory(args["spec"], args["batch_size"], args["image_size"])))
+    sizes = (args["batch_size"], args["image_size"], args.get("width"))
+    print(json.dumps(measure_train_memory(args["spec"], *sizes)))
 
 
 def count_gflops(model: nn.Module, batch: Tensor) -> float:
@@ -447,7 +452,9 @@ def run_depth(args: argparse.Namespace) -> dict[str, list[Row]]:
 def run_models(args: argparse.Namespace) -> dict[str, list[Row]]:
     """Params, GFLOPs, step time, peak memory and inference speed-up of registered densevision models."""
     torch.manual_seed(0)
-    batch = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
+    width = args.width or args.image_size
+    size = f"{args.image_size}x{width}"
+    batch = torch.randn(args.batch_size, 3, args.image_size, width)
     check, source = agreement_batch(args, batch)
     rows, infer_rows = [], []
     for name in args.models:
@@ -465,7 +472,7 @@ def run_models(args: argparse.Namespace) -> dict[str, list[Row]]:
         if not args.no_memory:
             ref_mem, plain_mem, me_mem = (
                 peak_train_memory_mib({"source": src, "name": name, "memory_efficient": me},
-                                      args.batch_size, args.image_size)
+                                      args.batch_size, args.image_size, width)
                 for src, me in (("reference", False), ("densevision", False), ("densevision", True))
             )
             row["state_mib"] = plain_mem["state_mib"]
@@ -477,8 +484,8 @@ def run_models(args: argparse.Namespace) -> dict[str, list[Row]]:
         row["optimized_speedup"] = max(r[next(k for k in r if k.startswith("speedup"))] for r in infer)
         rows.append(row)
         infer_rows += [{"model": name, **r} for r in infer]
-    print_table(f"models, batch {args.batch_size} x {args.image_size}^2", rows)
-    print_table(f"inference, batch {args.batch_size} x {args.image_size}^2; agreement with eager fp32 on "
+    print_table(f"models, batch {args.batch_size} x {size}", rows)
+    print_table(f"inference, batch {args.batch_size} x {size}; agreement with eager fp32 on "
                 f"{source}", infer_rows)
     return {"models": rows, "inference": infer_rows}
 
@@ -511,6 +518,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--growth", type=int, default=12)
         if name == "models":
             p.add_argument("--models", nargs="+", default=["densenet121"])
+            p.add_argument("--width", type=int, default=None,
+                           help="image width (default: --image-size, square), e.g. 480 for CamVid's 360x480")
     return parser
 
 
@@ -527,9 +536,11 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats = 1
         if args.command == "depth":
             args.depths = [d for d in args.depths if d <= 100] or args.depths[:1]
-    sizes = (args.repeats, args.batch_size, args.image_size, getattr(args, "agreement_images", 1))
+    sizes = (args.repeats, args.batch_size, args.image_size, getattr(args, "agreement_images", 1),
+             1 if getattr(args, "width", None) is None else args.width)
     if min(sizes) < 1:
-        raise SystemExit("--repeats, --batch-size, --image-size and --agreement-images must be positive")
+        raise SystemExit("--repeats, --batch-size, --image-size, --width and --agreement-images must be "
+                         "positive")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "

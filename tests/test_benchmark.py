@@ -102,7 +102,7 @@ def test_depth_table_reports_state_activation_and_rss_per_mode(tmp_path):
 
 
 def test_bad_sizes_are_rejected():
-    with pytest.raises(SystemExit, match="--repeats, --batch-size, --image-size and --agreement-images must"):
+    with pytest.raises(SystemExit, match="--repeats, --batch-size, --image-size, --width and --agreement"):
         main(["depth", "--repeats", "0"])
     with pytest.raises(SystemExit, match="--agreement-images must be positive"):
         main(["models", "--agreement-images", "0"])
@@ -176,3 +176,13 @@ def test_camvid_batch_is_resized_and_cropped(shared_data):
 def test_missing_camvid_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"--camvid .*nope: no such folder"):
         main(["models", "--quick", "--no-memory", "--camvid", str(tmp_path / "nope")])
+
+
+def test_models_take_a_non_square_size(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(benchmark, "build_model", _tiny_segmenter)
+    assert main(["models", "--quick", "--no-memory", "--models", "tiny", "--camvid", "none",
+                 "--image-size", "32", "--width", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "models, batch 2 x 32x48" in out and "inference, batch 2 x 32x48" in out
+    with pytest.raises(SystemExit, match="--width .* must be positive"):
+        main(["models", "--quick", "--models", "tiny", "--width", "0"])

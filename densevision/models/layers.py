@@ -368,8 +368,9 @@ class _FusedDenseBlock(torch.autograd.Function):
     1x1 conv is a matrix product on the channels-last rows. Backward is written out: the layers' BN-ReLU
     gradients accumulate into one ``xhat`` gradient buffer, and each map's gradient through its batch
     statistics is taken once, when the backward reaches the layer that produced it. With
-    ``memory_efficient`` the BN-ReLU outputs are recomputed in backward instead of stored, so stored
-    activations grow linearly with depth. Outputs, gradients and running statistics equal the module
+    ``memory_efficient`` the BN-ReLU outputs and bottleneck maps are recomputed in backward instead of
+    stored, and so is ``xhat`` (from the block output), so stored activations grow linearly with depth.
+    Dropout masks are kept as booleans. Outputs, gradients and running statistics equal the module
     path's to float rounding.
     """
 
@@ -398,12 +399,14 @@ class _FusedDenseBlock(torch.autograd.Function):
                 z = _image(y1 @ first_conv.weight.view(first_conv.out_channels, c).t(), n, h, w)
                 y2, z_mean, z_invstd = _bn_relu(z, second_norm)
                 out = F.conv2d(y2, second_conv.weight, None, second_conv.stride, second_conv.padding)
-                record.update(z=z, z_mean=z_mean, z_invstd=z_invstd, y2=None if memory_efficient else y2)
+                record.update(z=None if memory_efficient else z, z_mean=z_mean, z_invstd=z_invstd,
+                              y2=None if memory_efficient else y2)
             if layer.drop_rate > 0:
                 # F.dropout's own recipe on the same (channels-last) tensor: the same random stream
                 keep = 1.0 - layer.drop_rate
-                record["keep"] = torch.empty_like(out).bernoulli_(keep).div_(keep)
-                out = out.mul_(record["keep"])
+                record["kept"] = torch.empty_like(out).bernoulli_(keep).bool()  # 1 byte per map value
+                record["scale"] = out.new_ones(()).div_(keep)  # F.dropout's 1 / keep, rounded as it does
+                out = out.mul_(record["kept"]).mul_(record["scale"])
             k = out.shape[1]
             _image(raw[:, c : c + k], n, h, w).copy_(out)
             mean, var, invstd = _normalize_into(out, xhat[:, c : c + k], eps)
@@ -413,13 +416,22 @@ class _FusedDenseBlock(torch.autograd.Function):
             records.append(record)
             c += k
         ctx.block, ctx.records, ctx.invstds, ctx.shape = block, records, invstds, (n, h, w)
-        ctx.save_for_backward(xhat)
+        if memory_efficient:  # keep only the output (its consumer keeps it anyway); xhat is recomputed
+            ctx.means = means
+            ctx.save_for_backward(raw)
+        else:
+            ctx.save_for_backward(xhat)
+        ctx.memory_efficient = memory_efficient
         return _image(raw, n, h, w)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        (xhat,) = ctx.saved_tensors
+        (saved,) = ctx.saved_tensors
         n, h, w = ctx.shape
+        if ctx.memory_efficient:
+            xhat = (saved - torch.cat(ctx.means)).mul_(torch.cat(ctx.invstds))
+        else:
+            xhat = saved
         layers = list(ctx.block.values())
         grad_raw = _rows(grad_out)
         grad_xhat = torch.zeros_like(xhat)
@@ -433,8 +445,8 @@ class _FusedDenseBlock(torch.autograd.Function):
             grad = _normalize_backward(grad_xhat[:, c : c + k], xhat[:, c : c + k], ctx.invstds[i + 1],
                                        ctx.shape).add_(grad_raw[:, c : c + k])
             grad = _image(grad, n, h, w)
-            if "keep" in record:
-                grad = grad.mul_(record["keep"])
+            if "kept" in record:
+                grad = grad.mul_(record["kept"]).mul_(record["scale"])
             y1 = record["y1"]
             if y1 is None:
                 y1 = kernels.affine_relu_rows(xhat[:, :c], first_norm.weight, first_norm.bias)
@@ -444,6 +456,8 @@ class _FusedDenseBlock(torch.autograd.Function):
                 grad_y1 = _rows(grad_y1)
             else:
                 z = record["z"]
+                if z is None:
+                    z = _image(y1 @ first_conv.weight.view(first_conv.out_channels, c).t(), n, h, w)
                 y2 = record["y2"]
                 if y2 is None:
                     y2 = _bn_relu_replay(z, second_norm, record["z_mean"], record["z_invstd"])
@@ -461,6 +475,7 @@ class _FusedDenseBlock(torch.autograd.Function):
                 grad_y1, xhat[:, :c], first_norm.weight, first_norm.bias, grad_xhat[:, :c]
             )
             param_grads.append([grad_g1, grad_b1, grad_w1, *grads])
+            ctx.records[i] = None  # free this layer's activations now, not when the graph goes
         grad_x = _normalize_backward(grad_xhat[:, :c], xhat[:, :c], ctx.invstds[0], ctx.shape)
         grad_x = _image(grad_x.add_(grad_raw[:, :c]), n, h, w)
         return (None, None, grad_x, *(g for grads in reversed(param_grads) for g in grads))
