@@ -56,6 +56,19 @@ def _frozen_running_stats(module: nn.Module) -> Iterator[None]:
                 buf.copy_(value)
 
 
+def _checkpoint(module: nn.Module, fn: Callable[..., Tensor], *inputs: Tensor) -> Tensor:
+    """``fn(*inputs)`` recomputed in backward instead of stored; ``module``'s BN running statistics are
+    updated once (dropout masks repeat: the checkpoint replays the random state)."""
+    if torch.compiler.is_compiling():
+        # Dynamo cannot trace a context_fn; AOTAutograd recomputes only pure ops, so the running
+        # statistics are updated once without it.
+        return cp.checkpoint(fn, *inputs, use_reentrant=False)
+    return cp.checkpoint(
+        fn, *inputs, use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _frozen_running_stats(module)),
+    )
+
+
 class DenseLayer(nn.Module):
     """BN-ReLU-Conv(1x1)-BN-ReLU-Conv(3x3) (bottleneck, ``bn_size > 0``) or BN-ReLU-Conv(3x3).
 
@@ -122,17 +135,7 @@ class DenseLayer(nn.Module):
     def forward(self, inputs: list[Tensor]) -> Tensor:
         """(N, C_i, H, W) maps -> (N, growth_rate, H, W) new maps."""
         if self.memory_efficient and torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-            if torch.compiler.is_compiling():
-                # Dynamo cannot trace a context_fn; AOTAutograd recomputes only pure ops, so the running
-                # statistics are updated once without it.
-                out = cp.checkpoint(self._first_stage, *inputs, use_reentrant=False)
-            else:
-                out = cp.checkpoint(
-                    self._first_stage,
-                    *inputs,
-                    use_reentrant=False,
-                    context_fn=lambda: (contextlib.nullcontext(), _frozen_running_stats(self)),
-                )
+            out = _checkpoint(self, self._first_stage, *inputs)
         else:
             out = self._first_stage(*inputs)
         if self.has_bottleneck:
@@ -186,7 +189,9 @@ class Transition(nn.Sequential):
     """BN-ReLU-Conv(1x1)-[dropout]-Pool(2x2): halves resolution and compresses channels.
 
     ``forward_norm`` and ``forward_reduce`` split it where backbones tap their features: after the
-    BN-ReLU, where the concatenated maps are normalised.
+    BN-ReLU, where the concatenated maps are normalised. With ``memory_efficient`` a whole-transition
+    ``forward`` in training stores only its input (the block output, kept anyway) and recomputes the rest
+    in backward: at a dense block's resolution, BN-ReLU and conv outputs are as large as the block output.
     """
 
     def __init__(
@@ -196,8 +201,10 @@ class Transition(nn.Sequential):
         pool: Literal["avg", "max"] = "avg",
         drop_rate: float = 0.0,
         norm_layer: NormLayer = nn.BatchNorm2d,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
+        self.memory_efficient = memory_efficient
         if pool not in ("avg", "max"):
             raise ValueError(f"transition pool must be 'avg' or 'max', got {pool!r}")
         self.norm = norm_layer(in_channels)
@@ -219,8 +226,13 @@ class Transition(nn.Sequential):
             x = self.drop(x)
         return self.pool(x)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _forward(self, x: Tensor) -> Tensor:
         return self.forward_reduce(self.forward_norm(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.memory_efficient and self.training and torch.is_grad_enabled() and x.requires_grad:
+            return _checkpoint(self, self._forward, x)
+        return self._forward(x)
 
 
 def _inference_path_applies(block: DenseBlock, x: Tensor) -> bool:
@@ -262,7 +274,8 @@ def _dense_block_inference(block: DenseBlock, x: Tensor) -> Tensor:
     for layer in block.values():
         first_norm, first_conv, second_norm, second_conv = layer.stages()
         scale, shift = _running_affine(first_norm)
-        out = first_conv(_image(kernels.affine_relu_rows(raw[:, :c], scale, shift), n, h, w))
+        zeros, ones = torch.zeros_like(scale), torch.ones_like(scale)
+        out = first_conv(_image(kernels.affine_relu_rows(raw[:, :c], zeros, ones, scale, shift), n, h, w))
         if second_conv is not None:
             out = second_conv(F.relu(second_norm(out)))
         _image(raw[:, c : c + out.shape[1]], n, h, w).copy_(out)
@@ -314,24 +327,23 @@ def _rows(image: Tensor) -> Tensor:
     return image.permute(0, 2, 3, 1).reshape(n * h * w, c)
 
 
-def _normalize_into(image: Tensor, dest: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Batch-normalise (N, C, H, W) ``image`` without affine into ``dest`` rows; returns the batch
-    (mean, biased variance, invstd), each (C,)."""
-    normalized, mean, invstd = torch.native_batch_norm(image, None, None, None, None, True, 0.0, eps)
-    dest.copy_(_rows(normalized))
+def _batch_stats(image: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(N, C, H, W) -> the batch (mean, biased variance, invstd) of each channel, as training BN takes
+    them, each (C,)."""
+    _, mean, invstd = torch.native_batch_norm(image, None, None, None, None, True, 0.0, eps)
     return mean, invstd.pow(-2).sub_(eps), invstd
 
 
 def _normalize_backward(
-    grad_xhat: Tensor, xhat: Tensor, invstd: Tensor, shape: tuple[int, int, int]
+    grad_xhat: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, shape: tuple[int, int, int]
 ) -> Tensor:
-    """Gradient w.r.t. the raw maps of a batch normalisation ``xhat = (x - mean) * invstd`` with batch
+    """Gradient w.r.t. the maps ``x`` of a batch normalisation ``xhat = (x - mean) * invstd`` with batch
     statistics, from the gradient w.r.t. ``xhat``: (M, C) rows -> new contiguous (M, C) rows."""
     n, h, w = shape
     ones, zeros = torch.ones_like(invstd), torch.zeros_like(invstd)
     grad = torch.ops.aten.native_batch_norm_backward(
-        _image(grad_xhat.contiguous(), n, h, w), _image(xhat.contiguous(), n, h, w), invstd, None, None,
-        zeros, ones, True, 0.0, [True, False, False],
+        _image(grad_xhat.contiguous(), n, h, w), _image(kernels.normalize_rows(x, mean, invstd), n, h, w),
+        invstd, None, None, zeros, ones, True, 0.0, [True, False, False],
     )[0]
     return _rows(grad)
 
@@ -363,14 +375,14 @@ class _FusedDenseBlock(torch.autograd.Function):
 
     All maps live in one channels-last block buffer that each layer appends its k maps to. Every
     layer's first BN normalises the concatenation with batch statistics, which for a map are the same
-    in every later layer: so each map is normalised once, into a second buffer ``xhat``, and a layer's
-    BN-ReLU is one fused pass ``relu(gamma * xhat + beta)`` over a view of it (``kernels``). The first
-    1x1 conv is a matrix product on the channels-last rows. Backward is written out: the layers' BN-ReLU
-    gradients accumulate into one ``xhat`` gradient buffer, and each map's gradient through its batch
-    statistics is taken once, when the backward reaches the layer that produced it. With
-    ``memory_efficient`` the BN-ReLU outputs and bottleneck maps are recomputed in backward instead of
-    stored, and so is ``xhat`` (from the block output), so stored activations grow linearly with depth.
-    Dropout masks are kept as booleans. Outputs, gradients and running statistics equal the module
+    in every later layer: so each map's mean and invstd are computed once, and a layer's BN-ReLU is one
+    fused pass ``relu(gamma * (x - mean) * invstd + beta)`` over a view of the buffer (``kernels``).
+    The first 1x1 conv is a matrix product on the channels-last rows. Backward is written out: the
+    layers' BN-ReLU gradients accumulate into one gradient buffer w.r.t. the normalised maps, and each
+    map's gradient through its batch statistics is taken once, when the backward reaches the layer that
+    produced it. With ``memory_efficient`` the BN-ReLU outputs and bottleneck maps are recomputed in
+    backward instead of stored, so stored activations grow linearly with depth. Dropout masks are kept
+    as booleans. Outputs, gradients and running statistics equal the module
     path's to float rounding.
     """
 
@@ -381,16 +393,16 @@ class _FusedDenseBlock(torch.autograd.Function):
         layers = list(block.values())
         eps = layers[0].stages()[0].eps
         raw = x.new_empty((count, block.out_channels))
-        xhat = x.new_empty((count, block.out_channels))
         _image(raw[:, :c0], n, h, w).copy_(x)
-        mean, var, invstd = _normalize_into(x, xhat[:, :c0], eps)
+        mean, var, invstd = _batch_stats(x, eps)
         means, variances, invstds = [mean], [var], [invstd]
         records = []
         c = c0
         for layer in layers:
             first_norm, first_conv, second_norm, second_conv = layer.stages()
-            _update_running_stats(first_norm, torch.cat(means), torch.cat(variances), count)
-            y1 = kernels.affine_relu_rows(xhat[:, :c], first_norm.weight, first_norm.bias)
+            mean, invstd = torch.cat(means), torch.cat(invstds)
+            _update_running_stats(first_norm, mean, torch.cat(variances), count)
+            y1 = kernels.affine_relu_rows(raw[:, :c], mean, invstd, first_norm.weight, first_norm.bias)
             record = {"y1": None if memory_efficient else y1}
             if second_norm is None:
                 out = F.conv2d(_image(y1, n, h, w), first_conv.weight, None, first_conv.stride,
@@ -409,47 +421,41 @@ class _FusedDenseBlock(torch.autograd.Function):
                 out = out.mul_(record["kept"]).mul_(record["scale"])
             k = out.shape[1]
             _image(raw[:, c : c + k], n, h, w).copy_(out)
-            mean, var, invstd = _normalize_into(out, xhat[:, c : c + k], eps)
+            mean, var, invstd = _batch_stats(out, eps)
             means.append(mean)
             variances.append(var)
             invstds.append(invstd)
             records.append(record)
             c += k
-        ctx.block, ctx.records, ctx.invstds, ctx.shape = block, records, invstds, (n, h, w)
-        if memory_efficient:  # keep only the output (its consumer keeps it anyway); xhat is recomputed
-            ctx.means = means
-            ctx.save_for_backward(raw)
-        else:
-            ctx.save_for_backward(xhat)
-        ctx.memory_efficient = memory_efficient
+        ctx.block, ctx.records, ctx.shape = block, records, (n, h, w)
+        ctx.means, ctx.invstds = means, invstds
+        ctx.save_for_backward(raw)  # the output, which its consumers keep anyway
         return _image(raw, n, h, w)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        (saved,) = ctx.saved_tensors
+        (raw,) = ctx.saved_tensors
         n, h, w = ctx.shape
-        if ctx.memory_efficient:
-            xhat = (saved - torch.cat(ctx.means)).mul_(torch.cat(ctx.invstds))
-        else:
-            xhat = saved
+        mean, invstd = torch.cat(ctx.means), torch.cat(ctx.invstds)
         layers = list(ctx.block.values())
         grad_raw = _rows(grad_out)
-        grad_xhat = torch.zeros_like(xhat)
-        c = xhat.shape[1]
+        grad_xhat = torch.zeros_like(raw)
+        c = raw.shape[1]
         param_grads: list[list[Tensor]] = []
         for i in range(len(layers) - 1, -1, -1):
             first_norm, first_conv, second_norm, second_conv = layers[i].stages()
             record = ctx.records[i]
             k = (second_conv or first_conv).out_channels
             c -= k
-            grad = _normalize_backward(grad_xhat[:, c : c + k], xhat[:, c : c + k], ctx.invstds[i + 1],
-                                       ctx.shape).add_(grad_raw[:, c : c + k])
+            grad = _normalize_backward(grad_xhat[:, c : c + k], raw[:, c : c + k], ctx.means[i + 1],
+                                       ctx.invstds[i + 1], ctx.shape).add_(grad_raw[:, c : c + k])
             grad = _image(grad, n, h, w)
             if "kept" in record:
                 grad = grad.mul_(record["kept"]).mul_(record["scale"])
             y1 = record["y1"]
             if y1 is None:
-                y1 = kernels.affine_relu_rows(xhat[:, :c], first_norm.weight, first_norm.bias)
+                y1 = kernels.affine_relu_rows(raw[:, :c], mean[:c], invstd[:c], first_norm.weight,
+                                              first_norm.bias)
             grads: list[Tensor] = []
             if second_norm is None:
                 grad_y1, grad_w1 = _conv_backward(grad, _image(y1, n, h, w), first_conv)
@@ -472,10 +478,11 @@ class _FusedDenseBlock(torch.autograd.Function):
                 grad_y1 = grad @ first_conv.weight.view(first_conv.out_channels, c)
                 grads = [grad_g2, grad_b2, grad_w2]
             grad_g1, grad_b1 = kernels.affine_relu_rows_backward(
-                grad_y1, xhat[:, :c], first_norm.weight, first_norm.bias, grad_xhat[:, :c]
+                grad_y1, raw[:, :c], mean[:c], invstd[:c], first_norm.weight, first_norm.bias,
+                grad_xhat[:, :c],
             )
             param_grads.append([grad_g1, grad_b1, grad_w1, *grads])
             ctx.records[i] = None  # free this layer's activations now, not when the graph goes
-        grad_x = _normalize_backward(grad_xhat[:, :c], xhat[:, :c], ctx.invstds[0], ctx.shape)
+        grad_x = _normalize_backward(grad_xhat[:, :c], raw[:, :c], ctx.means[0], ctx.invstds[0], ctx.shape)
         grad_x = _image(grad_x.add_(grad_raw[:, :c]), n, h, w)
         return (None, None, grad_x, *(g for grads in reversed(param_grads) for g in grads))

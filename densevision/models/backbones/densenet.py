@@ -120,7 +120,7 @@ class DenseNet(nn.Module):
             specs.append(FeatureSpec(feature_name(stride), channels, stride))
             if i < len(block_config) - 1:
                 out = int(math.floor(channels * compression))
-                trans = Transition(channels, out, transition_pool, drop_rate, norm_layer)
+                trans = Transition(channels, out, transition_pool, drop_rate, norm_layer, memory_efficient)
                 self.features.add_module(f"transition{i + 1}", trans)
                 channels, stride = out, stride * 2
         if final_norm:

@@ -6,8 +6,9 @@ the flags and this CPU's feature flags, and loaded with ``ctypes``. Where no com
 ``DENSEVISION_KERNELS=0``, every function here computes the same result with ATen ops (a few more
 passes over memory): results agree to float rounding either way.
 
-Both functions work on "rows": (M, C) float views whose channels are contiguous (``stride(1) == 1``)
-and whose rows may be strided, i.e. the first C channels of a channels-last block buffer.
+The functions work on "rows": (M, C) views whose channels are contiguous (``stride(1) == 1``) and
+whose rows may be strided, i.e. the first C channels of a channels-last block buffer, with per-channel
+(C,) vectors: the maps' batch mean and inverse std, and the BN's affine gamma and beta.
 """
 
 from __future__ import annotations
@@ -77,10 +78,10 @@ def library() -> ctypes.CDLL | None:
                       "ops instead (same results, slower). Set DENSEVISION_KERNELS=0 to silence this.",
                       RuntimeWarning, stacklevel=2)
         return None
-    lib.affine_relu_rows.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _I64, ctypes.c_int]
+    lib.affine_relu_rows.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, ctypes.c_int]
     lib.affine_relu_rows_bf16.argtypes = lib.affine_relu_rows.argtypes
-    lib.affine_relu_rows_backward.argtypes = [_PTR, _I64, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _I64,
-                                              _PTR, _PTR, ctypes.c_int]
+    lib.affine_relu_rows_backward.argtypes = [_PTR, _I64, _PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR,
+                                              _PTR, _I64, _PTR, _PTR, ctypes.c_int]
     return lib
 
 
@@ -89,40 +90,49 @@ def _kernel_ok(*rows: Tensor, dtype: torch.dtype = torch.float32) -> bool:
                for t in rows) and library() is not None
 
 
-def affine_relu_rows(xhat: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
-    """relu(gamma * xhat + beta): (M, C) rows, (C,) affine -> new contiguous (M, C) of ``xhat``'s dtype.
-    Compiled for float32 and bfloat16 rows (computed in float32, rounded once)."""
-    if xhat.dtype == torch.bfloat16 and _kernel_ok(xhat, dtype=torch.bfloat16):
+def _vectors(*vectors: Tensor) -> list[Tensor]:
+    return [v.detach().to(torch.float32).contiguous() for v in vectors]
+
+
+def normalize_rows(x: Tensor, mean: Tensor, invstd: Tensor) -> Tensor:
+    """(x - mean) * invstd as the kernels evaluate it: (M, C) rows, (C,) statistics -> new (M, C)."""
+    return (x - mean).mul_(invstd)
+
+
+def affine_relu_rows(x: Tensor, mean: Tensor, invstd: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
+    """relu(gamma * (x - mean) * invstd + beta): (M, C) rows, (C,) vectors -> new contiguous (M, C) of
+    ``x``'s dtype. Compiled for float32 and bfloat16 rows (computed in float32, rounded once)."""
+    if x.dtype == torch.bfloat16 and _kernel_ok(x, dtype=torch.bfloat16):
         kernel = library().affine_relu_rows_bf16
-    elif _kernel_ok(xhat):
+    elif _kernel_ok(x):
         kernel = library().affine_relu_rows
     else:
-        return torch.addcmul(beta, xhat, gamma).relu_().to(xhat.dtype)
-    gamma = gamma.detach().to(torch.float32).contiguous()
-    beta = beta.detach().to(torch.float32).contiguous()
-    out = torch.empty(xhat.shape, dtype=xhat.dtype)
-    kernel(xhat.data_ptr(), xhat.stride(0), xhat.shape[0], xhat.shape[1], gamma.data_ptr(), beta.data_ptr(),
+        return torch.addcmul(beta, normalize_rows(x, mean, invstd), gamma).relu_().to(x.dtype)
+    vectors = _vectors(mean, invstd, gamma, beta)
+    out = torch.empty(x.shape, dtype=x.dtype)
+    kernel(x.data_ptr(), x.stride(0), x.shape[0], x.shape[1], *(v.data_ptr() for v in vectors),
            out.data_ptr(), out.stride(0), torch.get_num_threads())
     return out
 
 
 def affine_relu_rows_backward(
-    grad: Tensor, xhat: Tensor, gamma: Tensor, beta: Tensor, grad_xhat: Tensor
+    grad: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, gamma: Tensor, beta: Tensor, grad_xhat: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Backward of ``affine_relu_rows`` for output gradient ``grad`` (M, C).
 
-    Adds ``gamma * grad * mask`` into ``grad_xhat`` (M, C rows, in place) and returns
-    (grad_gamma, grad_beta), each (C,).
+    Adds the gradient w.r.t. xhat = (x - mean) * invstd, ``gamma * grad * mask``, into ``grad_xhat``
+    (M, C rows, in place) and returns (grad_gamma, grad_beta), each (C,).
     """
-    gamma, beta = gamma.detach().contiguous(), beta.detach().contiguous()
-    if not _kernel_ok(grad, xhat, grad_xhat, gamma.view(1, -1)):
+    if not _kernel_ok(grad, x, grad_xhat):
+        xhat = normalize_rows(x, mean, invstd)
         masked = torch.ops.aten.threshold_backward(grad, torch.addcmul(beta, xhat, gamma), 0)
         grad_xhat.addcmul_(masked, gamma)
         return (masked * xhat).sum(0), masked.sum(0)
-    grad_gamma, grad_beta = torch.empty_like(gamma), torch.empty_like(beta)
+    vectors = _vectors(mean, invstd, gamma, beta)
+    grad_gamma, grad_beta = torch.empty_like(vectors[2]), torch.empty_like(vectors[3])
     library().affine_relu_rows_backward(
-        grad.data_ptr(), grad.stride(0), xhat.data_ptr(), xhat.stride(0), xhat.shape[0], xhat.shape[1],
-        gamma.data_ptr(), beta.data_ptr(), grad_xhat.data_ptr(), grad_xhat.stride(0),
+        grad.data_ptr(), grad.stride(0), x.data_ptr(), x.stride(0), x.shape[0], x.shape[1],
+        *(v.data_ptr() for v in vectors), grad_xhat.data_ptr(), grad_xhat.stride(0),
         grad_gamma.data_ptr(), grad_beta.data_ptr(), torch.get_num_threads(),
     )
     return grad_gamma, grad_beta
