@@ -334,18 +334,23 @@ def _batch_stats(image: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     return mean, invstd.pow(-2).sub_(eps), invstd
 
 
-def _normalize_backward(
-    grad_xhat: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, shape: tuple[int, int, int]
-) -> Tensor:
+_ROW_BLOCK = 16384  # rows per partial sum: bounds the temporary of a product to 16384 x C
+
+
+def _normalize_backward(grad_xhat: Tensor, x: Tensor, mean: Tensor, invstd: Tensor) -> Tensor:
     """Gradient w.r.t. the maps ``x`` of a batch normalisation ``xhat = (x - mean) * invstd`` with batch
-    statistics, from the gradient w.r.t. ``xhat``: (M, C) rows -> new contiguous (M, C) rows."""
-    n, h, w = shape
-    ones, zeros = torch.ones_like(invstd), torch.zeros_like(invstd)
-    grad = torch.ops.aten.native_batch_norm_backward(
-        _image(grad_xhat.contiguous(), n, h, w), _image(kernels.normalize_rows(x, mean, invstd), n, h, w),
-        invstd, None, None, zeros, ones, True, 0.0, [True, False, False],
-    )[0]
-    return _rows(grad)
+    statistics, from the gradient w.r.t. ``xhat``: (M, C) rows -> new contiguous (M, C) rows.
+
+    ``invstd * (g - mean(g) - xhat * mean(g * xhat))``, built in the one new (M, C) tensor that holds
+    ``xhat``: a block's input can be hundreds of channels at full resolution.
+    """
+    xhat = kernels.normalize_rows(x, mean, invstd)
+    count = xhat.shape[0]
+    mean_grad = grad_xhat.sum(0).div_(count)
+    mean_grad_xhat = sum(
+        (grad_xhat[i : i + _ROW_BLOCK] * xhat[i : i + _ROW_BLOCK]).sum(0) for i in range(0, count, _ROW_BLOCK)
+    ).div_(count)
+    return xhat.mul_(mean_grad_xhat.neg_()).add_(grad_xhat).sub_(mean_grad).mul_(invstd)
 
 
 def _conv_backward(grad: Tensor, inp: Tensor, conv: nn.Conv2d) -> tuple[Tensor, Tensor]:
@@ -438,7 +443,7 @@ class _FusedDenseBlock(torch.autograd.Function):
         n, h, w = ctx.shape
         mean, invstd = torch.cat(ctx.means), torch.cat(ctx.invstds)
         layers = list(ctx.block.values())
-        grad_raw = _rows(grad_out)
+        # grad_out stays as given (a slice's gradient arrives NCHW): read per chunk, never copied whole
         grad_xhat = torch.zeros_like(raw)
         c = raw.shape[1]
         param_grads: list[list[Tensor]] = []
@@ -448,8 +453,8 @@ class _FusedDenseBlock(torch.autograd.Function):
             k = (second_conv or first_conv).out_channels
             c -= k
             grad = _normalize_backward(grad_xhat[:, c : c + k], raw[:, c : c + k], ctx.means[i + 1],
-                                       ctx.invstds[i + 1], ctx.shape).add_(grad_raw[:, c : c + k])
-            grad = _image(grad, n, h, w)
+                                       ctx.invstds[i + 1])
+            grad = _image(grad, n, h, w).add_(grad_out[:, c : c + k])
             if "kept" in record:
                 grad = grad.mul_(record["kept"]).mul_(record["scale"])
             y1 = record["y1"]
@@ -483,6 +488,6 @@ class _FusedDenseBlock(torch.autograd.Function):
             )
             param_grads.append([grad_g1, grad_b1, grad_w1, *grads])
             ctx.records[i] = None  # free this layer's activations now, not when the graph goes
-        grad_x = _normalize_backward(grad_xhat[:, :c], raw[:, :c], ctx.means[0], ctx.invstds[0], ctx.shape)
-        grad_x = _image(grad_x.add_(grad_raw[:, :c]), n, h, w)
+        grad_x = _normalize_backward(grad_xhat[:, :c], raw[:, :c], ctx.means[0], ctx.invstds[0])
+        grad_x = _image(grad_x, n, h, w).add_(grad_out[:, :c])
         return (None, None, grad_x, *(g for grads in reversed(param_grads) for g in grads))
