@@ -399,15 +399,16 @@ class _FusedDenseBlock(torch.autograd.Function):
         eps = layers[0].stages()[0].eps
         raw = x.new_empty((count, block.out_channels))
         _image(raw[:, :c0], n, h, w).copy_(x)
-        mean, var, invstd = _batch_stats(x, eps)
-        means, variances, invstds = [mean], [var], [invstd]
+        # per-channel batch statistics of the whole buffer, filled as maps arrive; layers read prefixes
+        means, variances, invstds = (x.new_empty(block.out_channels) for _ in range(3))
+        means[:c0], variances[:c0], invstds[:c0] = _batch_stats(x, eps)
         records = []
         c = c0
         for layer in layers:
             first_norm, first_conv, second_norm, second_conv = layer.stages()
-            mean, invstd = torch.cat(means), torch.cat(invstds)
-            _update_running_stats(first_norm, mean, torch.cat(variances), count)
-            y1 = kernels.affine_relu_rows(raw[:, :c], mean, invstd, first_norm.weight, first_norm.bias)
+            _update_running_stats(first_norm, means[:c], variances[:c], count)
+            norm_args = (means[:c], invstds[:c], first_norm.weight, first_norm.bias)
+            y1 = kernels.affine_relu_rows(raw[:, :c], *norm_args)
             record = {"y1": None if memory_efficient else y1}
             if second_norm is None:
                 out = F.conv2d(_image(y1, n, h, w), first_conv.weight, None, first_conv.stride,
@@ -426,10 +427,7 @@ class _FusedDenseBlock(torch.autograd.Function):
                 out = out.mul_(record["kept"]).mul_(record["scale"])
             k = out.shape[1]
             _image(raw[:, c : c + k], n, h, w).copy_(out)
-            mean, var, invstd = _batch_stats(out, eps)
-            means.append(mean)
-            variances.append(var)
-            invstds.append(invstd)
+            means[c : c + k], variances[c : c + k], invstds[c : c + k] = _batch_stats(out, eps)
             records.append(record)
             c += k
         ctx.block, ctx.records, ctx.shape = block, records, (n, h, w)
@@ -441,7 +439,7 @@ class _FusedDenseBlock(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         (raw,) = ctx.saved_tensors
         n, h, w = ctx.shape
-        mean, invstd = torch.cat(ctx.means), torch.cat(ctx.invstds)
+        mean, invstd = ctx.means, ctx.invstds
         layers = list(ctx.block.values())
         # grad_out stays as given (a slice's gradient arrives NCHW): read per chunk, never copied whole
         grad_xhat = torch.zeros_like(raw)
@@ -452,8 +450,8 @@ class _FusedDenseBlock(torch.autograd.Function):
             record = ctx.records[i]
             k = (second_conv or first_conv).out_channels
             c -= k
-            grad = _normalize_backward(grad_xhat[:, c : c + k], raw[:, c : c + k], ctx.means[i + 1],
-                                       ctx.invstds[i + 1])
+            grad = _normalize_backward(grad_xhat[:, c : c + k], raw[:, c : c + k], mean[c : c + k],
+                                       invstd[c : c + k])
             grad = _image(grad, n, h, w).add_(grad_out[:, c : c + k])
             if "kept" in record:
                 grad = grad.mul_(record["kept"]).mul_(record["scale"])
@@ -488,6 +486,6 @@ class _FusedDenseBlock(torch.autograd.Function):
             )
             param_grads.append([grad_g1, grad_b1, grad_w1, *grads])
             ctx.records[i] = None  # free this layer's activations now, not when the graph goes
-        grad_x = _normalize_backward(grad_xhat[:, :c], raw[:, :c], ctx.means[0], ctx.invstds[0])
+        grad_x = _normalize_backward(grad_xhat[:, :c], raw[:, :c], mean[:c], invstd[:c])
         grad_x = _image(grad_x, n, h, w).add_(grad_out[:, :c])
         return (None, None, grad_x, *(g for grads in reversed(param_grads) for g in grads))
