@@ -11,6 +11,7 @@ from densevision.extract import build_backbone, extract_features
 from densevision.images import IMAGENET_MEAN, IMAGENET_STD, find_images, read_rgb, to_tensor
 from densevision.inference import cpu_has_fast_bf16, inference_path
 from densevision.models.backbones.densenet import DenseNet
+from tests.bn import randomize_bn_statistics
 
 
 @pytest.fixture
@@ -65,12 +66,7 @@ def test_extract_rejects_bad_requests(image_dir, tmp_path):
 
 def _tiny_backbone() -> DenseNet:
     model = DenseNet(growth_rate=4, block_config=(2, 2), stem_channels=8, features_only=True)
-    with torch.no_grad():  # non-trivial BN statistics, so a wrong fold would show
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return randomize_bn_statistics(model).eval()  # a wrong fold would show
 
 
 @pytest.mark.parametrize("path", ["optimized fp32", "eager", "optimized bf16"])

@@ -15,6 +15,7 @@ from densevision.images import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from densevision.infer import coco_results, predict
 from densevision.models.segmentation.tiramisu import FCDenseNet
 from densevision.tasks.base import BaseTask
+from tests.bn import randomize_bn_statistics
 
 
 def write_run(root, model: torch.nn.Module, class_path: str, init_args: dict):
@@ -43,13 +44,7 @@ TINY_SEG = {"num_classes": 4, "growth_rate": 4, "down_blocks": [2, 2], "bottlene
 
 
 def _tiny_segmenter() -> FCDenseNet:
-    model = FCDenseNet(**TINY_SEG)
-    with torch.no_grad():  # non-trivial BN statistics, so eval and training modes differ
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return randomize_bn_statistics(FCDenseNet(**TINY_SEG)).eval()  # eval and training modes differ
 
 
 def _expected_mask(model, image_file) -> np.ndarray:

@@ -15,6 +15,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from densevision.models import layers
 from densevision.models.backbones.densenet import DenseNet
 from densevision.models.layers import DenseBlock
+from tests.bn import randomize_bn_statistics
 
 
 def test_cpu_training_takes_the_fused_path_plain_and_memory_efficient():
@@ -96,12 +97,7 @@ def test_memory_efficient_equals_plain_densenet():
 
 
 def test_frozen_batchnorm_takes_the_module_path_and_matches_eval_batchnorm():
-    bn_model = _tiny().eval()
-    with torch.no_grad():
-        for m in bn_model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-1, 1)
-                m.running_var.uniform_(0.5, 2)
+    bn_model = randomize_bn_statistics(_tiny(), mean_range=1.0).eval()
     frozen = _tiny(norm_layer=FrozenBatchNorm2d)
     frozen.load_state_dict(bn_model.state_dict(), strict=False)
     x = torch.randn(2, 3, 32, 32)
@@ -221,11 +217,10 @@ def _inference_module_path():
 
 
 def _with_running_stats(model: nn.Module) -> nn.Module:
+    randomize_bn_statistics(model, mean_range=1.0)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-1, 1)
-                m.running_var.uniform_(0.5, 2)
                 m.weight.uniform_(-1.5, 1.5)
     return model.eval()
 
