@@ -1,7 +1,7 @@
 """densevision: dense-connectivity computer vision (DenseNet backbones, FC-DenseNet segmentation,
 DenseNet-FPN detection)."""
 
-from densevision.inference import optimize_for_inference
+from densevision.inference.optimize import optimize_for_inference
 from densevision.models import FeatureSpec, create_model, list_models
 
 __version__ = "0.1.0"

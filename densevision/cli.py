@@ -2,11 +2,12 @@
 
 ``densevision fit|validate|test|predict --config configs/...yaml`` is Lightning's ``LightningCLI``: the
 YAML names a task (``model.class_path``) and a data module (``data.class_path``) and mirrors their
-constructors. The other subcommands are tools, each a module with ``main(argv) -> int``.
+constructors. The other subcommands are the applications in ``densevision.apps``, each a module with
+``main(argv) -> int``.
 
 ``densevision predict`` without ``--config`` / ``-c`` runs a trained checkpoint on image files
-(``densevision.infer``, also reachable as ``densevision infer``): ``densevision predict --checkpoint
-run/checkpoints/last.ckpt --input images/ --output out/``.
+(``densevision.apps.predict``, also reachable as ``densevision infer``):
+``densevision predict --checkpoint run/checkpoints/last.ckpt --input images/ --output out/``.
 """
 
 from __future__ import annotations
@@ -18,19 +19,9 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from densevision.apps import APPS
+
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
-# name -> (module, one-line help). Modules are imported only when their command runs.
-TOOL_SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("densevision.demos", "train on the generated embedded dataset and show metrics and pictures"),
-    "benchmark": ("densevision.benchmark", "time and memory of densevision models vs torchvision"),
-    "export": ("densevision.export", "export a model to ONNX / TorchScript and verify it"),
-    "extract": ("densevision.extract", "write a backbone's multi-scale features for a folder of images"),
-    "convert": ("densevision.convert", "dataset converters (YOLO txt / mask PNGs -> COCO json)"),
-    "infer": ("densevision.infer", "run a trained checkpoint on images (= predict without --config)"),
-    "zoo": ("densevision.zoo", "table of every registered model: parameters, GFLOPs, CPU latency, results"),
-}
-
 
 # The data module owns the label space; these attributes of the instantiated data module are passed to the
 # task (and its model) so a config states them once. A link is skipped where the data module lacks the
@@ -106,7 +97,7 @@ def _usage() -> str:
     lines = ["usage: densevision <command> [options]", "", "training (LightningCLI, see --help of each):"]
     lines += [f"  {name:<10} --config configs/<task>/<name>.yaml" for name in LIGHTNING_SUBCOMMANDS]
     lines += ["", "tools:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in TOOL_SUBCOMMANDS.items()]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in APPS.items()]
     return "\n".join(lines)
 
 
@@ -126,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if command in LIGHTNING_SUBCOMMANDS:
         run_lightning_cli(argv)
         return 0
-    if command in TOOL_SUBCOMMANDS:
-        module = importlib.import_module(TOOL_SUBCOMMANDS[command][0])
+    if command in APPS:
+        module = importlib.import_module(APPS[command][0])
         return int(module.main(rest) or 0)
     print(f"densevision: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
     return 2

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torchvision
 
-from densevision import benchmark
-from densevision.benchmark import agreement, camvid_batch, main, peak_allocated_bytes
+from densevision.apps import benchmark
+from densevision.apps.benchmark import agreement, camvid_batch, main, peak_allocated_bytes
 from densevision.models.backbones.densenet import DenseNet, cifar_densenet
 from densevision.models.segmentation.tiramisu import FCDenseNet
 

@@ -9,8 +9,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from densevision.callbacks import NonFiniteLossError
 from densevision.tasks.base import BaseTask
+from densevision.tasks.callbacks import NonFiniteLossError
 
 
 class _RegressionTask(BaseTask):

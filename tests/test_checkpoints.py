@@ -6,10 +6,10 @@ import pytest
 import torch
 import yaml
 
-from densevision.checkpoints import CheckpointError, load_model_checkpoint, load_task, read_checkpoint
 from densevision.models.backbones.densenet import DenseNet
 from densevision.models.weights import WeightsError
 from densevision.tasks.base import BaseTask
+from densevision.tasks.checkpoints import CheckpointError, load_model_checkpoint, load_task, read_checkpoint
 
 TINY = {"growth_rate": 4, "block_config": [1, 1], "stem": "cifar", "stem_channels": 8}
 DENSENET = "densevision.models.backbones.densenet.DenseNet"

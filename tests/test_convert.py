@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+from densevision.apps.convert import main
 from densevision.cli import main as cli_main
-from densevision.convert import main, read_class_names
+from densevision.datasets.converters import read_class_names
 
 
 def _images(folder, sizes):

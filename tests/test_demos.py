@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from densevision import demos
+from densevision.apps import demo as demos
 
 
 @pytest.fixture

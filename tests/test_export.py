@@ -6,7 +6,7 @@ import yaml
 
 import densevision
 from densevision.cli import main
-from densevision.export import Comparison, export_model
+from densevision.inference.export import Comparison, export_model
 from densevision.models.backbones.densenet import DenseNet
 from densevision.tasks.base import BaseTask
 
@@ -44,7 +44,7 @@ def test_comparison_flags_a_mismatch(tmp_path):
     ref = [torch.ones(2, 3)]
     assert not Comparison(tmp_path, (1,), 0.01, 1.0).ok
     assert Comparison(tmp_path, (1,), 5e-4, 1.0).ok
-    from densevision.export import compare
+    from densevision.inference.export import compare
 
     assert not compare(tmp_path, torch.zeros(1), [torch.ones(3, 3)], ref).ok  # sizes differ
 

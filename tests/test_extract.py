@@ -7,9 +7,10 @@ from PIL import Image
 
 import densevision
 from densevision.cli import main
-from densevision.extract import build_backbone, extract_features
-from densevision.images import IMAGENET_MEAN, IMAGENET_STD, find_images, read_rgb, to_tensor
-from densevision.inference import cpu_has_fast_bf16, inference_path
+from densevision.datasets.image_io import find_images, read_rgb_image, to_tensor
+from densevision.datasets.transforms import MEAN, STD
+from densevision.inference.features import build_backbone, extract_features
+from densevision.inference.optimize import cpu_has_fast_bf16, inference_path
 from densevision.models.backbones.densenet import DenseNet
 from tests.bn import randomize_bn_statistics
 
@@ -79,7 +80,7 @@ def test_extract_paths_match_the_eager_backbone(image_dir, path):
     backbone, files, size = _tiny_backbone(), find_images(image_dir), (32, 24)
     runner = inference_path(backbone, optimize=path != "eager", bf16=path == "optimized bf16")
     features = extract_features(runner, files, image_size=size, batch_size=2, progress=False)
-    batch = torch.stack([to_tensor(read_rgb(f), size, IMAGENET_MEAN, IMAGENET_STD) for f in files])
+    batch = torch.stack([to_tensor(read_rgb_image(f), size, MEAN, STD) for f in files])
     with torch.no_grad():
         expected = {name: value.numpy() for name, value in backbone(batch).items()}
     assert list(features) == list(expected) == [s.name for s in backbone.feature_info]

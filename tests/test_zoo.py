@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 import densevision
+from densevision.apps.zoo import END, START, count_flops, select_models
 from densevision.cli import main
-from densevision.zoo import END, START, count_flops, select_models
 
 
 def test_zoo_writes_the_table_between_markers(tmp_path, capsys):

@@ -2,7 +2,7 @@
 
 import sys
 
-from densevision.benchmark import main
+from densevision.apps.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

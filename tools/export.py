@@ -2,7 +2,7 @@
 
 import sys
 
-from densevision.export import main
+from densevision.apps.export import main
 
 if __name__ == "__main__":
     sys.exit(main())

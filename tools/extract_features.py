@@ -2,7 +2,7 @@
 
 import sys
 
-from densevision.extract import main
+from densevision.apps.extract import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@ run/checkpoints/last.ckpt --input images/ --output predictions/``."""
 
 import sys
 
-from densevision.infer import main
+from densevision.apps.predict import main
 
 if __name__ == "__main__":
     sys.exit(main())

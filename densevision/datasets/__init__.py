@@ -1,8 +1,12 @@
 """Datasets, transforms presets, data modules and the generated embedded datasets."""
 
-from densevision.datasets.datamodule import CamVidDataModule, SegmentationDataModule, ShapesDataModule
 from densevision.datasets.segmentation import SegmentationDataError, SegmentationFolder
-from densevision.datasets.shapes import ensure_shapes_dataset
+from densevision.datasets.segmentation_datamodule import (
+    CamVidDataModule,
+    SegmentationDataModule,
+    ShapesDataModule,
+)
+from densevision.datasets.shapes_segmentation import ensure_shapes_segmentation_dataset
 
 __all__ = [
     "CamVidDataModule",
@@ -10,5 +14,5 @@ __all__ = [
     "SegmentationDataModule",
     "SegmentationFolder",
     "ShapesDataModule",
-    "ensure_shapes_dataset",
+    "ensure_shapes_segmentation_dataset",
 ]

@@ -14,7 +14,7 @@ from densevision.datasets.coco_detection import (
     split_image_ids,
 )
 from densevision.datasets.detection_transforms import detection_eval_transforms, detection_train_transforms
-from densevision.datasets.synthetic_detection import CLASSES, generate_detection_dataset
+from densevision.datasets.shapes_detection import CLASSES, ensure_shapes_detection_dataset
 
 
 class CocoDetectionDataModule(LightningDataModule):
@@ -117,7 +117,7 @@ class ShapesDetectionDataModule(CocoDetectionDataModule):
     Args:
         root: dataset folder, e.g. ``data/shapes_detection``.
         seed, num_train, num_val, dataset_image_size, max_objects: generation (see
-            ``generate_detection_dataset``); a change regenerates the data.
+            ``ensure_shapes_detection_dataset``); a change regenerates the data.
         Other arguments as ``CocoDetectionDataModule``.
     """
 
@@ -149,7 +149,7 @@ class ShapesDetectionDataModule(CocoDetectionDataModule):
             color_jitter=color_jitter, with_masks=with_masks, batch_size=batch_size, num_workers=num_workers)
 
     def prepare_data(self) -> None:
-        generate_detection_dataset(self.root, **self.generation)
+        ensure_shapes_detection_dataset(self.root, **self.generation)
 
     @property
     def class_names(self) -> list[str]:

@@ -23,6 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from densevision.datasets.image_io import (
+    IMAGE_SUFFIXES,
     check_image_file,
     path_within,
     read_rgb_image,
@@ -31,7 +32,6 @@ from densevision.datasets.image_io import (
 )
 from densevision.visualize import default_palette
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MASK_MODES = ("L", "P", "I;16", "I")
 
 Color = tuple[int, int, int]

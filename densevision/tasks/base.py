@@ -6,7 +6,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn, optim
 
-from densevision.callbacks import RestoreRngState, StopOnNonFiniteLoss
+from densevision.tasks.callbacks import RestoreRngState, StopOnNonFiniteLoss
 
 
 def default_optimizer(params) -> optim.Optimizer:

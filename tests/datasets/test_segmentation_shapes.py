@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from densevision.datasets import SegmentationFolder, ShapesDataModule, ensure_shapes_dataset
-from densevision.datasets.shapes import SHAPES_CLASSES
+from densevision.datasets import SegmentationFolder, ShapesDataModule, ensure_shapes_segmentation_dataset
+from densevision.datasets.shapes_segmentation import SHAPES_CLASSES
 
 TINY = {"image_size": 48, "num_train": 4, "num_val": 2, "num_test": 1}
 
@@ -18,15 +18,15 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 def test_generation_is_deterministic_and_seeded(tmp_path: Path) -> None:
-    a = files(ensure_shapes_dataset(tmp_path / "a", seed=3, **TINY))
-    b = files(ensure_shapes_dataset(tmp_path / "b", seed=3, **TINY))
-    c = files(ensure_shapes_dataset(tmp_path / "c", seed=4, **TINY))
+    a = files(ensure_shapes_segmentation_dataset(tmp_path / "a", seed=3, **TINY))
+    b = files(ensure_shapes_segmentation_dataset(tmp_path / "b", seed=3, **TINY))
+    c = files(ensure_shapes_segmentation_dataset(tmp_path / "c", seed=4, **TINY))
     assert len(a) == 2 * (4 + 2 + 1) and a == b
     assert a["train/00000.png"] != c["train/00000.png"]
 
 
 def test_masks_are_palette_pngs_read_by_the_folder_loader(tmp_path: Path) -> None:
-    root = ensure_shapes_dataset(tmp_path, **TINY)
+    root = ensure_shapes_segmentation_dataset(tmp_path, **TINY)
     assert Image.open(root / "trainannot" / "00000.png").mode == "P"
     dataset = SegmentationFolder(root, "train", num_classes=len(SHAPES_CLASSES), ignore_index=255)
     assert len(dataset) == 4 and dataset[0]["image"].shape == (3, 48, 48)
@@ -36,11 +36,11 @@ def test_masks_are_palette_pngs_read_by_the_folder_loader(tmp_path: Path) -> Non
 
 
 def test_regenerates_when_parameters_change(tmp_path: Path) -> None:
-    ensure_shapes_dataset(tmp_path, **TINY)
+    ensure_shapes_segmentation_dataset(tmp_path, **TINY)
     first = (tmp_path / "val" / "00000.png").stat().st_mtime_ns
-    ensure_shapes_dataset(tmp_path, **TINY)  # same parameters: kept
+    ensure_shapes_segmentation_dataset(tmp_path, **TINY)  # same parameters: kept
     assert (tmp_path / "val" / "00000.png").stat().st_mtime_ns == first
-    ensure_shapes_dataset(tmp_path, **{**TINY, "num_train": 2})
+    ensure_shapes_segmentation_dataset(tmp_path, **{**TINY, "num_train": 2})
     assert len(list((tmp_path / "train").glob("*.png"))) == 2
 
 

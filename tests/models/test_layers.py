@@ -241,7 +241,7 @@ def test_inference_block_equals_module_path(bn_size):
 def test_inference_path_with_frozen_batchnorm_folded_convs_and_bf16_autocast():
     """optimize_for_inference folds conv1 -> norm2 (norm2 becomes Identity) and may run under bf16
     autocast: the inference block must give the module path's results there too."""
-    from densevision.inference import optimize_for_inference
+    from densevision.inference.optimize import optimize_for_inference
 
     model = _with_running_stats(_tiny())
     x = torch.randn(2, 3, 32, 32)

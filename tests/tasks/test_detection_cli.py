@@ -11,7 +11,7 @@ import pytest
 
 from densevision.cli import main, run_lightning_cli
 from densevision.datasets.detection_datamodule import CocoDetectionDataModule
-from densevision.datasets.synthetic_detection import generate_detection_dataset
+from densevision.datasets.shapes_detection import ensure_shapes_detection_dataset
 from densevision.tasks.detection import DetectionTask
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "detection").glob("*.yaml"))
@@ -34,7 +34,7 @@ def _tiny(tmp_path: Path) -> list[str]:
 def test_every_detection_config_parses_and_builds(config, tmp_path):
     # the data paths point at a tiny generated dataset: the label space is read from its json when the
     # data module's num_classes is linked into the detector
-    root = generate_detection_dataset(tmp_path, num_train=2, num_val=1, image_size=64)
+    root = ensure_shapes_detection_dataset(tmp_path, num_train=2, num_val=1, image_size=64)
     paths = [] if config.name == "demo.yaml" else [
         f"--data.init_args.train_images={root / 'images'}",
         f"--data.init_args.train_annotations={root / 'annotations/train.json'}",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from densevision.demos import main as demo_main
+from densevision.apps.demo import main as demo_main
 from tests.test_cli import QUIET, TINY_MODEL, TINY_SHAPES
 
 

@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from densevision.apps import packaged_config
 from densevision.cli import run_lightning_cli
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "detection" / "demo.yaml"
+DEMO_CONFIG = packaged_config("detection/demo.yaml")
 TARGET_AP50 = 0.8
 
 

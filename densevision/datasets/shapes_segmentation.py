@@ -138,7 +138,7 @@ def _write_split(root: Path, split: str, count: int, seed: int, size: int) -> No
         mask_png.save(root / f"{split}annot" / f"{index:05d}.png")
 
 
-def ensure_shapes_dataset(
+def ensure_shapes_segmentation_dataset(
     root: str | Path,
     *,
     seed: int = 0,

@@ -11,8 +11,9 @@ from pycocotools import mask as coco_mask
 
 import densevision
 from densevision.cli import _names_a_config, main
-from densevision.images import IMAGENET_MEAN, IMAGENET_STD, to_tensor
-from densevision.infer import coco_results, predict
+from densevision.datasets.image_io import to_tensor
+from densevision.datasets.transforms import MEAN, STD
+from densevision.inference.predict import coco_results, predict
 from densevision.models.segmentation.tiramisu import FCDenseNet
 from densevision.tasks.base import BaseTask
 from tests.bn import randomize_bn_statistics
@@ -50,7 +51,7 @@ def _tiny_segmenter() -> FCDenseNet:
 def _expected_mask(model, image_file) -> np.ndarray:
     image = np.array(Image.open(image_file).convert("RGB"))
     with torch.no_grad():
-        return model(to_tensor(image, mean=IMAGENET_MEAN, std=IMAGENET_STD)[None])[0].argmax(0).numpy()
+        return model(to_tensor(image, mean=MEAN, std=STD)[None])[0].argmax(0).numpy()
 
 
 def test_predict_without_config_writes_segmentation_masks(tmp_path, images, capsys):

@@ -10,8 +10,14 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 import densevision
-from densevision import inference, optimize_for_inference
-from densevision.inference import InferenceModel, add_inference_arguments, fold_batchnorms, inference_path
+from densevision import optimize_for_inference
+from densevision.inference import optimize as inference
+from densevision.inference.optimize import (
+    InferenceModel,
+    add_inference_arguments,
+    fold_batchnorms,
+    inference_path,
+)
 from densevision.models.backbones.densenet import DenseNet
 
 

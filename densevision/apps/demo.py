@@ -6,8 +6,8 @@ from __future__ import annotations
 import importlib
 
 DEMOS = {
-    "segmentation": "densevision.tasks.segmentation_demo",
-    "detection": "densevision.tasks.detection_demo",
+    "segmentation": "densevision.apps.demo_segmentation",
+    "detection": "densevision.apps.demo_detection",
 }
 
 

@@ -64,15 +64,15 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from densevision.images import IMAGENET_MEAN, IMAGENET_STD, find_images, read_rgb, to_tensor
-from densevision.inference import optimize_for_inference
+from densevision.datasets.image_io import find_images, read_rgb_image, to_tensor
+from densevision.datasets.transforms import MEAN, STD
+from densevision.inference.optimize import optimize_for_inference
 from densevision.models.layers import reference_mode
 
 Row = dict[str, object]
-# ../shared/data beside the repository, as the tests find it (DENSEVISION_SHARED_DATA overrides)
-_SHARED_DATA = Path(
-    os.environ.get("DENSEVISION_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+# ../shared/data beside the folder the command runs in (the repository), as the tests find it;
+# DENSEVISION_SHARED_DATA overrides
+_SHARED_DATA = Path(os.environ.get("DENSEVISION_SHARED_DATA", Path.cwd().parent / "shared" / "data"))
 
 
 def build_model(
@@ -202,7 +202,7 @@ def peak_train_memory_mib(
     above the resting state), ``state_mib`` (parameters, buffers, gradients, optimizer state) and
     ``rss_mib`` (resident-set growth)."""
     payload = json.dumps({"spec": spec, "batch_size": batch_size, "image_size": image_size, "width": width})
-    code = "import sys; from densevision.benchmark import _memory_child; _memory_child(sys.argv[1])"
+    code = "import sys; from densevision.apps.benchmark import _memory_child; _memory_child(sys.argv[1])"
     proc = subprocess.run(
         [sys.executable, "-c", code, payload], capture_output=True, text=True, check=False, timeout=1800
     )
@@ -352,9 +352,9 @@ def camvid_batch(root: Path, count: int, size: int) -> Tensor:
     """
     files = find_images(root / "val")
     picked = files[:: max(1, len(files) // count)][:count]
-    images = [TF.center_crop(TF.resize(to_tensor(read_rgb(f)), [size], antialias=True), [size, size])
+    images = [TF.center_crop(TF.resize(to_tensor(read_rgb_image(f)), [size], antialias=True), [size, size])
               for f in picked]
-    return TF.normalize(torch.stack(images), list(IMAGENET_MEAN), list(IMAGENET_STD))
+    return TF.normalize(torch.stack(images), list(MEAN), list(STD))
 
 
 def agreement_batch(args: argparse.Namespace, timing_batch: Tensor) -> tuple[Tensor, str]:

@@ -1,7 +1,7 @@
 """``densevision predict --checkpoint RUN.ckpt --input IMG_OR_DIR --output OUT`` (also ``densevision infer``):
 a trained checkpoint on image files, without a config or a data module.
 
-The model is rebuilt from the run's ``config.yaml`` and the checkpoint (``densevision.checkpoints``,
+The model is rebuilt from the run's ``config.yaml`` and the checkpoint (``densevision.tasks.checkpoints``,
 ``weights_only=True``). Writes, per image ``<stem>``:
 
 - segmentation: ``OUT/masks/<stem>.png`` (class indices, 8-bit single channel) and
@@ -20,7 +20,6 @@ at IoU >= 0.5) and both times are printed. ``--no-optimize`` runs the original m
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Sequence
@@ -32,18 +31,18 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from densevision.checkpoints import load_task
 from densevision.datasets.coco_eval import detections_to_coco
-from densevision.export import model_kind
-from densevision.images import IMAGENET_MEAN, IMAGENET_STD, find_images, read_rgb, to_tensor
-from densevision.inference import InferenceModel, add_inference_arguments, inference_path
+from densevision.datasets.image_io import read_rgb_image, to_tensor
+from densevision.datasets.transforms import MEAN, STD
+from densevision.inference.optimize import InferenceModel, inference_path
+from densevision.models.kinds import model_kind
 from densevision.visualize import default_palette, draw_detections, overlay
 
 
 @torch.inference_mode()
 def run_segmentation(model: nn.Module, image: np.ndarray, device: torch.device) -> Tensor:
     """(H, W, 3) uint8 -> (C, H, W) float32 logits (normalised as in densevision's segmentation presets)."""
-    x = to_tensor(image, mean=IMAGENET_MEAN, std=IMAGENET_STD)[None].to(device)
+    x = to_tensor(image, mean=MEAN, std=STD)[None].to(device)
     return model(x)[0].float().cpu()
 
 
@@ -118,7 +117,7 @@ def predict(
     results: list[dict] = []
     images: list[dict] = []
     for image_id, file in enumerate(files):
-        image = read_rgb(file)
+        image = read_rgb_image(file)
         out, seconds = timed(run, runner, image, device)
         if image_id == 0 and isinstance(runner, InferenceModel):
             ref, ref_seconds = timed(run, model, image, device)
@@ -146,39 +145,3 @@ def predict(
         (output / "images.json").write_text(json.dumps(images, indent=1))
     log(f"wrote {len(files)} image(s) to {output} ({kind if kind == 'detection' else 'segmentation'})")
     return {"kind": kind, "images": images, "results": results}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="densevision predict",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__ + "\nWith --config / -c, `densevision predict` is Lightning's predict instead "
-        "(its options: densevision predict -c CONFIG --help).",
-    )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a densevision fit run's .ckpt")
-    parser.add_argument("--run-config", type=Path, help="the run's config.yaml (default: found beside it)")
-    parser.add_argument("--input", type=Path, required=True, help="an image file or a folder of images")
-    parser.add_argument("--output", type=Path, required=True, help="output folder")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    parser.add_argument(
-        "--score-threshold", type=float, default=0.5, help="detections drawn (json keeps all)"
-    )
-    add_inference_arguments(parser)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    task = load_task(args.checkpoint, args.run_config)
-    predict(
-        task.model,
-        find_images(args.input),
-        args.output,
-        device=args.device,
-        optimize=args.optimize,
-        bf16=args.bf16,
-        compile=args.compile,
-        class_names=list(getattr(task, "class_names", None) or []),
-        score_threshold=args.score_threshold,
-    )
-    return 0

@@ -9,8 +9,8 @@ bfloat16 autocast where the CPU multiplies bf16 natively (AMX / AVX512-BF16), an
 detectors keep their list-of-images interface; their backbone alone runs in bf16 (``_DetectorBackbone``
 says why).
 
-It is the one inference path of the tools: ``densevision predict`` (``densevision.infer``), ``densevision
-extract`` and ``densevision benchmark`` all run through it (``--no-optimize`` turns it off in the first two).
+It is the one inference path of the tools: ``densevision predict``, ``extract`` and ``benchmark`` all run
+through it (``--no-optimize`` turns it off in the first two).
 """
 
 from __future__ import annotations
@@ -25,15 +25,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils._pytree import tree_leaves, tree_map
-from torchvision.models.detection import FCOS, RetinaNet
-from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.ops import FrozenBatchNorm2d
 
+from densevision.models.kinds import DETECTOR_TYPES
 from densevision.models.layers import DenseLayer
 
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
-# torchvision's detectors: a list of (3, H, W) images in, a list of detection dicts out
-DETECTOR_TYPES = (GeneralizedRCNN, RetinaNet, FCOS)
 
 
 @functools.cache

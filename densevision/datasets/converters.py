@@ -12,7 +12,6 @@ Each output is loaded back with pycocotools before the command reports success.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -25,7 +24,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+from densevision.datasets.image_io import IMAGE_SUFFIXES, is_image_file
 
 
 def read_class_names(path: str | Path) -> dict[int, str]:
@@ -44,7 +43,7 @@ def read_class_names(path: str | Path) -> dict[int, str]:
 
 
 def _image_files(images: Path) -> list[Path]:
-    files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in images.rglob("*") if p.is_file() and is_image_file(p))
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {images}")
     return files
@@ -178,41 +177,3 @@ def write_and_check(dataset: dict, out: Path) -> COCO:
         if "segmentation" in ann:
             coco.annToMask(ann)
     return coco
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="densevision convert", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    yolo = sub.add_parser("yolo2coco", help="YOLO txt boxes -> COCO json")
-    yolo.add_argument("--images", type=Path, required=True, help="image folder")
-    yolo.add_argument("--labels", type=Path, required=True, help="folder of <image stem>.txt label files")
-    yolo.add_argument("--names", type=Path, required=True, help="class names: YOLO yaml or one name per line")
-    yolo.add_argument("--categories-from", type=Path, help="COCO json whose category ids to use (by name)")
-    yolo.add_argument("--out", type=Path, required=True, help="output COCO json")
-    masks = sub.add_parser("masks2coco", help="class-index (and instance-id) mask PNGs -> COCO json")
-    masks.add_argument("--images", type=Path, required=True, help="image folder")
-    masks.add_argument("--masks", type=Path, required=True, help="folder of <stem>.png class-index masks")
-    masks.add_argument("--instance-masks", type=Path, help="folder of instance-id PNGs (0 = none)")
-    masks.add_argument("--names", type=Path, help="class names (yaml or text); default class_<index>")
-    masks.add_argument("--polygons", action="store_true", help="write polygons instead of RLE")
-    masks.add_argument("--background", type=int, default=0, help="class index of background (default 0)")
-    masks.add_argument("--ignore-index", type=int, default=255, help="class index to skip (default 255)")
-    masks.add_argument("--min-area", type=int, default=1, help="smallest instance in pixels (default 1)")
-    masks.add_argument("--out", type=Path, required=True, help="output COCO json")
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "yolo2coco":
-        dataset = yolo_to_coco(args.images, args.labels, read_class_names(args.names), args.categories_from)
-    else:
-        names = read_class_names(args.names) if args.names else None
-        dataset = masks_to_coco(args.images, args.masks, names, instance_masks=args.instance_masks,
-                                polygons=args.polygons, background=args.background,
-                                ignore_index=args.ignore_index, min_area=args.min_area)
-    coco = write_and_check(dataset, args.out)
-    print(f"wrote {args.out}: {len(coco.imgs)} images, {len(coco.anns)} annotations, "
-          f"{len(coco.cats)} categories (checked with pycocotools)")
-    return 0

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from densevision.export import model_kind
 from densevision.models import create_model, list_models
+from densevision.models.kinds import model_kind
 
 START, END = "<!-- zoo:start -->", "<!-- zoo:end -->"
 

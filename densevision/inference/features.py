@@ -18,7 +18,6 @@ stored as ``--dtype`` (float32 by default). ``--no-optimize`` runs the eager mod
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,8 +28,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from densevision.images import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, find_images
-from densevision.inference import add_inference_arguments, inference_path
+from densevision.datasets.image_io import ImageFiles
+from densevision.datasets.transforms import MEAN, STD
 from densevision.models import create_model
 
 
@@ -64,7 +63,7 @@ def extract_features(
 ) -> dict[str, np.ndarray]:
     """Run ``model`` (features-only backbone, or its ``inference_path``) over ``files``;
     -> ``{feature name: (N, C[, h, w]) array}`` of ``dtype``."""
-    dataset = ImageFiles(files, image_size, IMAGENET_MEAN, IMAGENET_STD)
+    dataset = ImageFiles(files, image_size, MEAN, STD)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     chunks: dict[str, list[np.ndarray]] = {spec.name: [] for spec in model.feature_info}
     for _, images in tqdm(loader, desc="extract", unit="batch", disable=not progress):
@@ -98,43 +97,3 @@ def save_features(
         image_size=np.array(image_size, dtype=np.int64),
         model=np.array(model_name),
     )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="densevision extract", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", default="densenet121", help="backbone name (densevision.list_models())")
-    parser.add_argument("--weights", help="local state-dict file (torchvision or densevision format)")
-    parser.add_argument("--input", required=True, type=Path, help="an image file or a folder of images")
-    parser.add_argument("--output", required=True, type=Path, help="output .npz file")
-    parser.add_argument("--features", help="comma-separated feature names (default: all the backbone has)")
-    parser.add_argument("--pooled", action="store_true", help="global-average-pooled (N, C) embeddings")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--image-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers reading images")
-    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored dtype")
-    add_inference_arguments(parser)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    features = [n.strip() for n in args.features.split(",") if n.strip()] if args.features else None
-    files = find_images(args.input)
-    model = build_backbone(args.model, features, args.weights)
-    runner = inference_path(model, optimize=args.optimize, bf16=args.bf16, compile=args.compile)
-    output = args.output if args.output.suffix == ".npz" else args.output.with_suffix(".npz")
-    result = extract_features(
-        runner,
-        files,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        pooled=args.pooled,
-        num_workers=args.num_workers,
-        dtype=getattr(torch, args.dtype),
-    )
-    save_features(output, result, model, args.model, files, args.input, args.image_size)
-    shapes = ", ".join(f"{name} {tuple(value.shape)}" for name, value in result.items())
-    print(f"wrote {output}: {len(files)} images; {shapes}")
-    return 0

@@ -8,15 +8,15 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from densevision.datasets.coco_detection import CocoDetection
-from densevision.datasets.synthetic_detection import CATEGORY_IDS, generate_detection_dataset
+from densevision.datasets.shapes_detection import CATEGORY_IDS, ensure_shapes_detection_dataset
 
 SMALL = {"num_train": 24, "num_val": 6, "image_size": 64, "max_objects": 5}
 
 
 def test_same_seed_same_files_other_seed_other_files(tmp_path):
-    a = generate_detection_dataset(tmp_path / "a", seed=3, **SMALL)
-    b = generate_detection_dataset(tmp_path / "b", seed=3, **SMALL)
-    c = generate_detection_dataset(tmp_path / "c", seed=4, **SMALL)
+    a = ensure_shapes_detection_dataset(tmp_path / "a", seed=3, **SMALL)
+    b = ensure_shapes_detection_dataset(tmp_path / "b", seed=3, **SMALL)
+    c = ensure_shapes_detection_dataset(tmp_path / "c", seed=4, **SMALL)
     for name in ("annotations/train.json", "annotations/val.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
     assert (a / "images/train/000001.png").read_bytes() == (b / "images/train/000001.png").read_bytes()
@@ -24,18 +24,18 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
 
 
 def test_existing_dataset_is_reused_and_changed_arguments_regenerate(tmp_path):
-    root = generate_detection_dataset(tmp_path, **SMALL)
+    root = ensure_shapes_detection_dataset(tmp_path, **SMALL)
     image = root / "images/train/000001.png"
     image.write_bytes(b"marker")
-    generate_detection_dataset(tmp_path, **SMALL)
+    ensure_shapes_detection_dataset(tmp_path, **SMALL)
     assert image.read_bytes() == b"marker"
-    generate_detection_dataset(tmp_path, **{**SMALL, "num_val": 7})
+    ensure_shapes_detection_dataset(tmp_path, **{**SMALL, "num_val": 7})
     assert image.read_bytes() != b"marker"
     assert len(json.loads((root / "annotations/val.json").read_text())["images"]) == 7
 
 
 def test_content_varied_and_masks_match_boxes(tmp_path):
-    root = generate_detection_dataset(tmp_path, seed=0, num_train=40, num_val=4, image_size=96)
+    root = ensure_shapes_detection_dataset(tmp_path, seed=0, num_train=40, num_val=4, image_size=96)
     data = json.loads((root / "annotations/train.json").read_text())
     anns = data["annotations"]
     assert {a["category_id"] for a in anns} == set(CATEGORY_IDS)
@@ -52,7 +52,7 @@ def test_content_varied_and_masks_match_boxes(tmp_path):
 
 
 def test_readable_as_coco_detection_with_masks(tmp_path):
-    root = generate_detection_dataset(tmp_path, **SMALL)
+    root = ensure_shapes_detection_dataset(tmp_path, **SMALL)
     ds = CocoDetection(root / "images", root / "annotations" / "val.json", with_masks=True)
     assert len(ds) == 6 and ds.class_names[1:] == ["disc", "square", "triangle", "cross"]
     assert not ds.report  # nothing to clip or drop in generated data

@@ -118,7 +118,7 @@ def _write_split(root: Path, split: str, rng: np.random.Generator, num_images: i
     (root / "annotations" / f"{split}.json").write_text(json.dumps(payload))
 
 
-def generate_detection_dataset(
+def ensure_shapes_detection_dataset(
     root: str | Path,
     *,
     seed: int = 0,

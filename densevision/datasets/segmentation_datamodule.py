@@ -22,7 +22,11 @@ from densevision.datasets.segmentation import (
     Color,
     SegmentationFolder,
 )
-from densevision.datasets.shapes import SHAPES_CLASSES, SHAPES_COLORS, ensure_shapes_dataset
+from densevision.datasets.shapes_segmentation import (
+    SHAPES_CLASSES,
+    SHAPES_COLORS,
+    ensure_shapes_segmentation_dataset,
+)
 from densevision.datasets.transforms import AugmentPreset, segmentation_transform
 from densevision.visualize import default_palette
 
@@ -178,7 +182,7 @@ class CamVidDataModule(SegmentationDataModule):
 
 
 class ShapesDataModule(SegmentationDataModule):
-    """The generated "shapes" dataset (``densevision.datasets.shapes``), written to ``root`` on first use.
+    """The generated "shapes" dataset (``datasets.shapes_segmentation``), written to ``root`` on first use.
 
     Args:
         root: where the dataset is generated (default ``data/shapes``).
@@ -223,4 +227,4 @@ class ShapesDataModule(SegmentationDataModule):
         }  # fmt: skip
 
     def prepare_data(self) -> None:
-        ensure_shapes_dataset(self.root, **self.generation)
+        ensure_shapes_segmentation_dataset(self.root, **self.generation)

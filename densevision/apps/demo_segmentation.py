@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
+from densevision.apps import packaged_config
 from densevision.cli import run_lightning_cli
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "segmentation" / "demo.yaml"
+DEFAULT_CONFIG = packaged_config("segmentation/demo.yaml")
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
