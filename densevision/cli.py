@@ -111,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
+    if argv[0] in ("-V", "--version"):
+        from densevision import __version__
+
+        print(f"densevision {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "predict" and not _names_a_config(rest):
         command = "infer"

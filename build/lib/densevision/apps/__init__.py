@@ -1,0 +1,25 @@
+"""The ``densevision`` commands besides Lightning's ``fit/validate/test/predict``: each module here is a thin
+``main(argv) -> int`` over library functions (``densevision.inference``, ``densevision.datasets``,
+``densevision.tasks``). The library never imports this package."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+# name -> (module, one-line help). Modules are imported only when their command runs.
+APPS: dict[str, tuple[str, str]] = {
+    "demo": ("densevision.apps.demo", "train on the generated embedded dataset; show metrics and pictures"),
+    "benchmark": ("densevision.apps.benchmark", "time and memory of densevision models vs torchvision"),
+    "export": ("densevision.apps.export", "export a model to ONNX / TorchScript and verify it"),
+    "extract": ("densevision.apps.extract", "write a backbone's multi-scale features for a folder of images"),
+    "convert": ("densevision.apps.convert", "dataset converters (YOLO txt / mask PNGs -> COCO json)"),
+    "infer": ("densevision.apps.predict", "run a trained checkpoint on images (= predict without --config)"),
+    "zoo": ("densevision.apps.zoo", "every registered model: parameters, GFLOPs, CPU latency, results"),
+}
+
+
+def packaged_config(relative: str) -> Path:
+    """A config shipped inside the package (``densevision/configs/<relative>``; the repository's ``configs/``
+    is a link to that folder), so installed wheels find it too."""
+    return Path(str(files("densevision") / "configs" / relative))

@@ -1,0 +1,179 @@
+"""``densevision convert yolo2coco|masks2coco``: write a COCO instances json from other label formats.
+
+- ``yolo2coco``: YOLO ``cls cx cy w h`` txt files (normalised, one per image; none = no objects).
+  Category ids are ``cls + 1`` unless ``--categories-from`` names a COCO json whose categories are
+  matched by name (e.g. COCO's sparse ids 1..90 for COCO128's contiguous YOLO classes 0..79).
+- ``masks2coco``: class-index PNGs (each connected region of a class = one instance) or, with
+  ``--instance-masks``, instance-id PNGs whose class is the majority class under the instance. The class
+  index is the category id. Segmentations are written as RLE or polygons.
+
+Each output is loaded back with pycocotools before the command reports success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from densevision.datasets.image_io import IMAGE_SUFFIXES, is_image_file
+
+
+def read_class_names(path: str | Path) -> dict[int, str]:
+    """Class index -> name from a YAML file (``names:`` or ``classes:``, a dict or a list) or a text file
+    with one name per line (line ``i`` = index ``i``)."""
+    path = Path(path)
+    if path.suffix in (".yaml", ".yml"):
+        data = yaml.safe_load(path.read_text()) or {}
+        names = data.get("names", data.get("classes")) if isinstance(data, dict) else None
+        if isinstance(names, list):
+            return dict(enumerate(str(n) for n in names))
+        if isinstance(names, dict):
+            return {int(k): str(v) for k, v in names.items()}
+        raise ValueError(f"{path}: expected a 'names' or 'classes' list/dict of class names")
+    return {i: line.strip() for i, line in enumerate(path.read_text().splitlines()) if line.strip()}
+
+
+def _image_files(images: Path) -> list[Path]:
+    files = sorted(p for p in images.rglob("*") if p.is_file() and is_image_file(p))
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {images}")
+    return files
+
+
+def _image_entry(image_id: int, path: Path, images: Path) -> dict:
+    with Image.open(path) as pil:  # reads the header only
+        width, height = pil.size
+    name = path.relative_to(images).as_posix()
+    return {"id": image_id, "file_name": name, "width": width, "height": height}
+
+
+def _parse_yolo_line(line: str, where: str, num_classes: int) -> tuple[int, list[float]]:
+    fields = line.split()
+    if len(fields) != 5:
+        raise ValueError(f"{where}: expected 'class cx cy w h', got {line!r}")
+    try:
+        cls, values = int(fields[0]), [float(v) for v in fields[1:]]
+    except ValueError as err:
+        raise ValueError(f"{where}: non-numeric value in {line!r}") from err
+    if not 0 <= cls < num_classes:
+        raise ValueError(f"{where}: class index {cls} outside the {num_classes} class names "
+                         f"(0..{num_classes - 1})")
+    return cls, values
+
+
+def yolo_to_coco(images: Path, labels: Path, names: dict[int, str],
+                 categories_from: Path | None = None) -> dict:
+    """COCO dataset dict from YOLO detection labels (``labels/<image stem>.txt``)."""
+    category_ids = {i: i + 1 for i in names}
+    if categories_from is not None:
+        by_name = {c["name"]: c["id"] for c in json.loads(Path(categories_from).read_text())["categories"]}
+        missing = sorted(set(names.values()) - set(by_name))
+        if missing:
+            raise ValueError(f"class names {missing} are not categories of {categories_from}")
+        category_ids = {i: by_name[n] for i, n in names.items()}
+    dataset = {"images": [], "annotations": [],
+               "categories": [{"id": category_ids[i], "name": n} for i, n in sorted(names.items())]}
+    for image_id, path in enumerate(_image_files(images), start=1):
+        entry = _image_entry(image_id, path, images)
+        dataset["images"].append(entry)
+        label_file = labels / path.relative_to(images).with_suffix(".txt")
+        lines = label_file.read_text().splitlines() if label_file.is_file() else []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            cls, (cx, cy, w, h) = _parse_yolo_line(line, f"{label_file}:{number}", max(names) + 1)
+            box = [(cx - w / 2) * entry["width"], (cy - h / 2) * entry["height"],
+                   w * entry["width"], h * entry["height"]]
+            dataset["annotations"].append({
+                "id": len(dataset["annotations"]) + 1, "image_id": image_id, "category_id": category_ids[cls],
+                "bbox": [round(v, 3) for v in box], "area": round(box[2] * box[3], 3), "iscrowd": 0})
+    return dataset
+
+
+def _segmentation(mask: np.ndarray, polygons: bool) -> dict | list[list[float]]:
+    if polygons:
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        # a polygon needs at least 3 points (6 numbers)
+        return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _instances(class_mask: np.ndarray, instance_mask: np.ndarray | None, background: int, ignore: int):
+    """Yield (class index, binary uint8 mask) per instance."""
+    if instance_mask is None:
+        for cls in np.unique(class_mask):
+            if cls in (background, ignore):
+                continue
+            count, components = cv2.connectedComponents((class_mask == cls).astype(np.uint8), connectivity=8)
+            for component in range(1, count):
+                yield int(cls), (components == component).astype(np.uint8)
+        return
+    for instance in np.unique(instance_mask):
+        if instance == 0:
+            continue
+        region = instance_mask == instance
+        classes = class_mask[region]
+        classes = classes[(classes != background) & (classes != ignore)]
+        if classes.size:
+            yield int(np.bincount(classes).argmax()), region.astype(np.uint8)
+
+
+def masks_to_coco(images: Path, masks: Path, names: dict[int, str] | None = None, *,
+                  instance_masks: Path | None = None, polygons: bool = False, background: int = 0,
+                  ignore_index: int = 255, min_area: int = 1) -> dict:
+    """COCO dataset dict from class-index mask PNGs (``masks/<image stem>.png``), optionally with
+    instance-id PNGs; images without a mask file are kept without annotations."""
+    dataset: dict = {"images": [], "annotations": [], "categories": []}
+    seen: set[int] = set()
+    for image_id, path in enumerate(_image_files(images), start=1):
+        entry = _image_entry(image_id, path, images)
+        dataset["images"].append(entry)
+        mask_file = masks / path.relative_to(images).with_suffix(".png")
+        if not mask_file.is_file():
+            continue
+        class_mask = np.asarray(Image.open(mask_file))
+        instance_mask = None
+        if instance_masks is not None:
+            instance_mask = np.asarray(Image.open(instance_masks / mask_file.relative_to(masks)))
+        if class_mask.shape[:2] != (entry["height"], entry["width"]) or class_mask.ndim != 2:
+            raise ValueError(f"{mask_file}: mask of shape {class_mask.shape} does not match image "
+                             f"{path} ({entry['height']}, {entry['width']}); expected a single-channel PNG")
+        for cls, binary in _instances(class_mask, instance_mask, background, ignore_index):
+            if names is not None and cls not in names:
+                raise ValueError(f"{mask_file}: class index {cls} has no name in the class names file")
+            rle = mask_utils.encode(np.asfortranarray(binary))
+            area = float(mask_utils.area(rle))
+            if area < min_area:
+                continue
+            seen.add(cls)
+            dataset["annotations"].append({
+                "id": len(dataset["annotations"]) + 1, "image_id": image_id, "category_id": cls,
+                "bbox": [float(v) for v in mask_utils.toBbox(rle)], "area": area, "iscrowd": 0,
+                "segmentation": _segmentation(binary, polygons)})
+    indices = sorted(names) if names is not None else sorted(seen)
+    dataset["categories"] = [{"id": i, "name": names[i] if names else f"class_{i}"}
+                             for i in indices if i not in (background, ignore_index)]
+    return dataset
+
+
+def write_and_check(dataset: dict, out: Path) -> COCO:
+    """Write ``dataset`` to ``out`` and load it back with pycocotools (masks of every annotation too)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dataset))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(out))
+    for ann in coco.dataset["annotations"]:
+        if "segmentation" in ann:
+            coco.annToMask(ann)
+    return coco

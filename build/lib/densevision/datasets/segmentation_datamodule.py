@@ -1,0 +1,230 @@
+"""LightningDataModules for segmentation folders: any folder, CamVid, and the generated "shapes" set.
+
+The data module owns the label space (``num_classes``, ``ignore_index``, ``class_names``, ``colors``) and
+the optional class weights; ``densevision.cli`` links them into the task and its model, so a config states
+them once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from densevision.datasets.segmentation import (
+    CAMVID_CLASSES,
+    CAMVID_COLORS,
+    CAMVID_IGNORE_INDEX,
+    Color,
+    SegmentationFolder,
+)
+from densevision.datasets.shapes_segmentation import (
+    SHAPES_CLASSES,
+    SHAPES_COLORS,
+    ensure_shapes_segmentation_dataset,
+)
+from densevision.datasets.transforms import AugmentPreset, segmentation_transform
+from densevision.visualize import default_palette
+
+ClassWeighting = Literal["none", "median_frequency"]
+
+
+class SegmentationDataModule(LightningDataModule):
+    """Train / val / test / predict splits of a SegNet-layout folder (``<split>/`` + ``<split>annot/``).
+
+    Args:
+        root: dataset folder.
+        num_classes: scored classes.
+        ignore_index: mask value that is not scored (void), or None.
+        class_names: one name per class (default ``class0``...).
+        colors: one RGB colour per class for pictures (default: generated).
+        batch_size: training batch size (evaluation uses the same).
+        num_workers: DataLoader worker processes.
+        augment: training augmentation preset (``densevision.datasets.transforms``).
+        crop_size: (height, width) of training crops for the ``scale_crop*`` presets.
+        scale_range: random scale range of the ``scale_crop*`` presets.
+        resize: (height, width) all splits are resized to first (e.g. a reduced CPU resolution); None = as is.
+        class_weighting: ``median_frequency`` computes loss weights from the training masks; ``none``.
+        skip_bad: drop bad samples (with a warning summary) instead of raising.
+        train_split, val_split, test_split, predict_split: image sub-folder names.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        num_classes: int,
+        ignore_index: int | None = None,
+        class_names: Sequence[str] | None = None,
+        colors: Sequence[Color] | None = None,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        augment: AugmentPreset = "scale_crop_color",
+        crop_size: tuple[int, int] | None = None,
+        scale_range: tuple[float, float] = (0.75, 1.5),
+        resize: tuple[int, int] | None = None,
+        class_weighting: ClassWeighting = "none",
+        skip_bad: bool = False,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+        predict_split: str = "val",
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]
+        self.colors = [tuple(c) for c in colors] if colors else list(default_palette(num_classes))
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.class_weighting = class_weighting
+        self.skip_bad = skip_bad
+        self.splits = {"train": train_split, "val": val_split, "test": test_split, "predict": predict_split}
+        self.train_transform = segmentation_transform(
+            augment, resize=resize, crop_size=crop_size, scale_range=scale_range, ignore_index=ignore_index
+        )
+        self.eval_transform = segmentation_transform("none", resize=resize)
+        self._datasets: dict[str, SegmentationFolder] = {}
+
+    def dataset(self, stage: str) -> SegmentationFolder:
+        """The (cached) dataset of ``stage``: train, val, test or predict."""
+        if stage not in self._datasets:
+            self.prepare_data()
+            self._datasets[stage] = SegmentationFolder(
+                self.root,
+                self.splits[stage],
+                num_classes=self.num_classes,
+                ignore_index=self.ignore_index,
+                class_names=self.class_names,
+                colors=self.colors,
+                transform=self.train_transform if stage == "train" else self.eval_transform,
+                skip_bad=self.skip_bad,
+            )
+        return self._datasets[stage]
+
+    @cached_property
+    def class_weights(self) -> list[float] | None:
+        """Loss weights per class from the training masks (``class_weighting``), or None."""
+        if self.class_weighting == "none":
+            return None
+        return self.dataset("train").median_frequency_weights()
+
+    def setup(self, stage: str) -> None:
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+        for name in needed[stage]:
+            self.dataset(name)
+
+    def _loader(self, stage: str) -> DataLoader:
+        return DataLoader(
+            self.dataset(stage),
+            batch_size=self.batch_size,
+            shuffle=stage == "train",
+            drop_last=stage == "train" and len(self.dataset(stage)) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+
+class CamVidDataModule(SegmentationDataModule):
+    """CamVid, 11 classes + void (11, ignored), SegNet layout; defaults follow FC-DenseNet's recipe
+    (224x224 random crops, flips, batch 3).
+
+    Args: as :class:`SegmentationDataModule`, without the label space (fixed by CamVid).
+    """
+
+    def __init__(
+        self,
+        root: str = "../shared/data/camvid",
+        *,
+        batch_size: int = 3,
+        num_workers: int = 0,
+        augment: AugmentPreset = "scale_crop",
+        crop_size: tuple[int, int] | None = (224, 224),
+        scale_range: tuple[float, float] = (1.0, 1.0),
+        resize: tuple[int, int] | None = None,
+        class_weighting: ClassWeighting = "none",
+        skip_bad: bool = False,
+        predict_split: str = "val",
+    ) -> None:
+        super().__init__(
+            root,
+            num_classes=len(CAMVID_CLASSES),
+            ignore_index=CAMVID_IGNORE_INDEX,
+            class_names=CAMVID_CLASSES,
+            colors=CAMVID_COLORS,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            augment=augment,
+            crop_size=crop_size,
+            scale_range=scale_range,
+            resize=resize,
+            class_weighting=class_weighting,
+            skip_bad=skip_bad,
+            predict_split=predict_split,
+        )
+
+
+class ShapesDataModule(SegmentationDataModule):
+    """The generated "shapes" dataset (``datasets.shapes_segmentation``), written to ``root`` on first use.
+
+    Args:
+        root: where the dataset is generated (default ``data/shapes``).
+        seed, image_size, num_train, num_val, num_test: generation parameters; a change regenerates.
+        Others: as :class:`SegmentationDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/shapes",
+        *,
+        seed: int = 0,
+        image_size: int = 96,
+        num_train: int = 320,
+        num_val: int = 64,
+        num_test: int = 64,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        augment: AugmentPreset = "flip",
+        crop_size: tuple[int, int] | None = None,
+        scale_range: tuple[float, float] = (0.75, 1.5),
+        class_weighting: ClassWeighting = "none",
+        predict_split: str = "val",
+    ) -> None:
+        super().__init__(
+            root,
+            num_classes=len(SHAPES_CLASSES),
+            ignore_index=255,
+            class_names=SHAPES_CLASSES,
+            colors=SHAPES_COLORS,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            augment=augment,
+            crop_size=crop_size,
+            scale_range=scale_range,
+            class_weighting=class_weighting,
+            predict_split=predict_split,
+        )
+        self.generation = {
+            "seed": seed, "image_size": image_size, "num_train": num_train, "num_val": num_val,
+            "num_test": num_test,
+        }  # fmt: skip
+
+    def prepare_data(self) -> None:
+        ensure_shapes_segmentation_dataset(self.root, **self.generation)

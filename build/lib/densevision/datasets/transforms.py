@@ -1,0 +1,82 @@
+"""albumentations pipelines for segmentation: one call transforms image and mask together.
+
+Presets (chosen by name in the YAML configs, ``augment:``):
+
+- ``none``: resize (optional) + normalise: the deterministic evaluation pipeline.
+- ``flip``: + horizontal flip.
+- ``scale_crop``: + random scale, pad (mask padded with the ignore index) and random crop, flip.
+- ``scale_crop_color``: ``scale_crop`` + colour jitter (brightness, contrast, saturation, hue).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.pytorch import ToTensorV2
+from torch import Tensor
+
+AugmentPreset = Literal["none", "flip", "scale_crop", "scale_crop_color"]
+AUGMENT_PRESETS: tuple[str, ...] = ("none", "flip", "scale_crop", "scale_crop_color")
+
+# ImageNet statistics: what torchvision's DenseNet weights expect, and fine for training from scratch.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def segmentation_transform(
+    augment: AugmentPreset = "none",
+    *,
+    resize: tuple[int, int] | None = None,
+    crop_size: tuple[int, int] | None = None,
+    scale_range: tuple[float, float] = (0.75, 1.5),
+    ignore_index: int | None = None,
+) -> A.Compose:
+    """The pipeline of an augmentation preset.
+
+    Args:
+        augment: preset name (see module docstring).
+        resize: (height, width) every image and mask is resized to first (masks by nearest neighbour).
+        crop_size: (height, width) of the random crop of the ``scale_crop*`` presets; required by them.
+        scale_range: random scale factor range of the ``scale_crop*`` presets.
+        ignore_index: mask value used to pad masks; None pads with 0 (the first class).
+
+    Returns:
+        ``A.Compose`` called as ``t(image=HxWx3 uint8, mask=HxW)`` -> ``{"image": (3, H, W) float tensor,
+        "mask": (H, W) tensor}``.
+    """
+    if augment not in AUGMENT_PRESETS:
+        raise ValueError(f"unknown augment preset {augment!r}; choose one of {', '.join(AUGMENT_PRESETS)}")
+    steps: list[A.BasicTransform] = []
+    if resize is not None:
+        steps.append(A.Resize(*resize, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST))
+    if augment.startswith("scale_crop"):
+        if crop_size is None:
+            raise ValueError(f"augment={augment!r} needs crop_size=(height, width)")
+        low, high = scale_range
+        steps += [
+            A.RandomScale(scale_limit=(low - 1, high - 1), mask_interpolation=cv2.INTER_NEAREST, p=1.0),
+            A.PadIfNeeded(
+                *crop_size,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0 if ignore_index is None else ignore_index,
+            ),
+            A.RandomCrop(*crop_size),
+        ]
+    if augment != "none":
+        steps.append(A.HorizontalFlip(p=0.5))
+    if augment == "scale_crop_color":
+        steps.append(A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, p=0.8))
+    steps += [A.Normalize(mean=MEAN, std=STD), ToTensorV2()]
+    return A.Compose(steps)
+
+
+def denormalize(image: Tensor) -> np.ndarray:
+    """A normalised (3, H, W) tensor -> (H, W, 3) uint8 RGB array, for pictures."""
+    mean = np.asarray(MEAN, dtype=np.float32)[:, None, None]
+    std = np.asarray(STD, dtype=np.float32)[:, None, None]
+    array = image.detach().cpu().float().numpy() * std + mean
+    return (array.clip(0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)

@@ -1,0 +1,526 @@
+"""DenseNet backbones: ImageNet (121/161/169/201/264), CIFAR (DenseNet, DenseNet-BC) and the FC-DenseNet
+down path, as classifiers or multi-scale feature extractors.
+
+Huang et al., "Densely Connected Convolutional Networks", CVPR 2017; Jégou et al., "The One Hundred Layers
+Tiramisu", CVPRW 2017. Module names match torchvision's ``DenseNet`` so its state dicts load strictly.
+
+Feature taps (see ``densevision.models.features``), ImageNet stem:
+``c1`` = stem conv-BN-ReLU (stride 2); ``c2``..``c4`` = each dense block's output after the following
+transition's BN-ReLU; ``c5`` = the last block after ``norm5`` + ReLU. 3x3 stems (CIFAR, FC-DenseNet) are
+not tapped: their first block is ``c0`` (``c1`` with ``stem_stride=2``). With ``feature_norm=False`` the
+block outputs are returned raw (FC-DenseNet's skip connections).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from densevision.models.features import FeatureSpec, feature_name, select_features
+from densevision.models.layers import DenseBlock, NormLayer, Transition, reference_mode_enabled
+from densevision.models.registry import register_model
+from densevision.models.weights import load_state_dict_strict, load_weights_file
+
+StemKind = Literal["imagenet", "cifar", "fcdensenet"]
+
+
+def _build_stem(
+    kind: StemKind, in_chans: int, channels: int, norm_layer: NormLayer, stride: int = 1
+) -> OrderedDict:
+    if kind == "imagenet":
+        return OrderedDict(
+            conv0=nn.Conv2d(in_chans, channels, kernel_size=7, stride=2, padding=3, bias=False),
+            norm0=norm_layer(channels),
+            relu0=nn.ReLU(inplace=True),
+            pool0=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        )
+    if kind in ("cifar", "fcdensenet"):
+        conv0 = nn.Conv2d(in_chans, channels, kernel_size=3, stride=stride, padding=1, bias=False)
+        return OrderedDict(conv0=conv0)
+    raise ValueError(f"stem must be 'imagenet', 'cifar' or 'fcdensenet', got {kind!r}")
+
+
+class DenseNet(nn.Module):
+    """DenseNet classifier or feature extractor built from explicit architecture arguments.
+
+    Args:
+        growth_rate: channels k each dense layer adds.
+        block_config: number of layers in each dense block.
+        stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool), ``"cifar"`` or ``"fcdensenet"`` (3x3 conv).
+        stem_channels: output channels of the stem conv.
+        stem_stride: stride of the 3x3 stem conv of the ``"cifar"`` and ``"fcdensenet"`` stems (1 or 2; 2
+            halves every feature map and the compute of the first block). The ImageNet stem's is fixed.
+        bn_size: bottleneck width as a multiple of k; 0 = no bottleneck (plain DenseNet, FC-DenseNet).
+        compression: transition output channels = floor(compression * input channels).
+        drop_rate: dropout after each dense layer's 3x3 conv and each transition conv.
+        transition_pool: ``"avg"`` (DenseNet) or ``"max"`` (FC-DenseNet).
+        final_norm: end with BN-ReLU (``norm5``) after the last block.
+        num_classes: classifier outputs; 0 = no classifier (``forward`` returns pooled features).
+        in_chans: input image channels.
+        features_only: ``forward`` returns the feature dict instead of logits; no classifier is built.
+        out_features: names of the features to return (default: all); later stages are skipped.
+        feature_norm: tap features after the transition's BN-ReLU (True) or raw block outputs (False).
+        memory_efficient: checkpoint each dense layer's concatenation (see ``DenseLayer``).
+        norm_layer: normalisation layer factory, e.g. ``torchvision.ops.FrozenBatchNorm2d``.
+    """
+
+    def __init__(
+        self,
+        *,
+        growth_rate: int = 32,
+        block_config: Sequence[int] = (6, 12, 24, 16),
+        stem: StemKind = "imagenet",
+        stem_channels: int = 64,
+        stem_stride: int = 1,
+        bn_size: int = 4,
+        compression: float = 0.5,
+        drop_rate: float = 0.0,
+        transition_pool: Literal["avg", "max"] = "avg",
+        final_norm: bool = True,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        features_only: bool = False,
+        out_features: Sequence[str] | None = None,
+        feature_norm: bool = True,
+        memory_efficient: bool = False,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        _check_architecture(growth_rate, block_config, compression, in_chans, num_classes)
+        if stem_stride not in (1, 2) or (stem == "imagenet" and stem_stride != 1):
+            raise ValueError(
+                f"stem_stride must be 1 or 2 (and 1 for the ImageNet stem, whose stride is fixed), got "
+                f"{stem_stride} with stem={stem!r}"
+            )
+        self.in_chans = in_chans
+        self.stem = stem
+        self.features_only = features_only
+        self.feature_norm = feature_norm
+        self.final_norm = final_norm
+
+        self.features = nn.Sequential(_build_stem(stem, in_chans, stem_channels, norm_layer, stem_stride))
+        specs = [FeatureSpec("c1", stem_channels, 2)] if stem == "imagenet" else []
+        stride = 4 if stem == "imagenet" else stem_stride
+        channels = stem_channels
+        for i, num_layers in enumerate(block_config):
+            block = DenseBlock(
+                num_layers, channels, growth_rate, bn_size, drop_rate, memory_efficient, norm_layer
+            )
+            self.features.add_module(f"denseblock{i + 1}", block)
+            channels = block.out_channels
+            specs.append(FeatureSpec(feature_name(stride), channels, stride))
+            if i < len(block_config) - 1:
+                out = int(math.floor(channels * compression))
+                trans = Transition(channels, out, transition_pool, drop_rate, norm_layer, memory_efficient)
+                self.features.add_module(f"transition{i + 1}", trans)
+                channels, stride = out, stride * 2
+        if final_norm:
+            self.features.add_module(f"norm{len(block_config) + 1}", norm_layer(channels))
+        self.num_features = channels
+        self.min_input_size = stride
+
+        self.available_features = tuple(specs)
+        self.feature_info = select_features(specs, out_features)
+        if not features_only and specs[-1] not in self.feature_info:
+            self.feature_info = (*self.feature_info, specs[-1])  # the classifier needs the last stage
+        self._wanted = frozenset(spec.name for spec in self.feature_info)
+        self._last_wanted = max(specs.index(spec) for spec in self.feature_info)
+
+        self.num_classes = 0 if features_only else num_classes
+        self.classifier = nn.Linear(channels, num_classes) if self.num_classes > 0 else None
+        _init_weights(self)
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape (N, {self.in_chans}, H, W), got "
+                f"{tuple(x.shape)}; set in_chans to your image's channel count"
+            )
+        if x.shape[-2] < self.min_input_size or x.shape[-1] < self.min_input_size:
+            raise ValueError(
+                f"input {tuple(x.shape[-2:])} is smaller than this network's total stride: H and W must "
+                f"be at least {self.min_input_size}"
+            )
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        """(N, in_chans, H, W) -> {name: (N, C, ~H / stride, ~W / stride)} for the selected features.
+
+        Stages after the last selected feature are not run.
+        """
+        self._check_input(x)
+        if x.device.type == "cpu" and not reference_mode_enabled():
+            # oneDNN's native layout: no reorder around every conv, and the fused training block's
+            # buffers are channels-last. Measured 0.85x the NCHW step time (densenet121, b8, 224^2).
+            x = x.contiguous(memory_format=torch.channels_last)
+        out: dict[str, Tensor] = {}
+        specs = self.available_features
+        f = self.features
+        tap = 0
+        if self.stem == "imagenet":
+            x = f.relu0(f.norm0(f.conv0(x)))
+            if specs[tap].name in self._wanted:
+                out[specs[tap].name] = x
+            tap += 1
+            x = f.pool0(x)
+        else:
+            x = f.conv0(x)
+        num_blocks = len(specs) - tap
+        for i in range(num_blocks):
+            if tap > self._last_wanted:
+                break
+            x = getattr(f, f"denseblock{i + 1}")(x)
+            name = specs[tap].name
+            if i < num_blocks - 1:
+                trans: Transition = getattr(f, f"transition{i + 1}")
+                if self.feature_norm:
+                    x = trans.forward_norm(x)
+                if name in self._wanted:
+                    out[name] = x
+                x = trans.forward_reduce(x) if self.feature_norm else trans(x)
+            else:
+                if self.final_norm:
+                    x = F.relu(getattr(f, f"norm{num_blocks + 1}")(x))
+                if name in self._wanted:
+                    out[name] = x
+            tap += 1
+        return out
+
+    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
+        """Logits (N, num_classes), pooled features (N, num_features) when ``num_classes == 0``, or the
+        feature dict when ``features_only``."""
+        feats = self.forward_features(x)
+        if self.features_only:
+            return feats
+        pooled = torch.flatten(F.adaptive_avg_pool2d(feats[self.available_features[-1].name], 1), 1)
+        return self.classifier(pooled) if self.classifier is not None else pooled
+
+
+
+def _check_architecture(
+    growth_rate: int, block_config: Sequence[int], compression: float, in_chans: int, num_classes: int
+) -> None:
+    if growth_rate < 1:
+        raise ValueError(f"growth_rate must be >= 1, got {growth_rate}")
+    if not block_config or any(n < 1 for n in block_config):
+        raise ValueError(f"block_config must be non-empty positive layer counts, got {block_config}")
+    if not 0 < compression <= 1:
+        raise ValueError(f"compression must be in (0, 1], got {compression}")
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+
+
+def _init_weights(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.Linear):
+            nn.init.constant_(m.bias, 0)
+
+
+_LEGACY_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
+_DOWNLOAD_NAMES = {"default", "imagenet", "imagenet1k_v1", "pretrained", "true"}
+
+
+def remap_torchvision_densenet_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename old-style torchvision keys (``denselayer1.norm.1.weight`` -> ``denselayer1.norm1.weight``)."""
+    remapped = {}
+    for key, value in state_dict.items():
+        match = _LEGACY_KEY.match(key)
+        remapped[match.group(1) + match.group(2) if match else key] = value
+    return remapped
+
+
+def adapt_input_conv(weight: Tensor, in_chans: int) -> Tensor:
+    """Adapt a (O, 3, kh, kw) first-conv weight to ``in_chans`` inputs (as timm does): sum for one
+    channel, else repeat the RGB filters and rescale so activations keep their magnitude."""
+    if weight.shape[1] == in_chans:
+        return weight
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = math.ceil(in_chans / weight.shape[1])
+    return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
+
+
+def load_densenet_weights(model: DenseNet, weights: str | Path) -> None:
+    """Load a local state dict saved from torchvision's DenseNet or from densevision into ``model``.
+
+    The classifier is skipped when the model has none (``features_only``, ``num_classes=0``) or when its
+    class count differs from the file's (a warning says so: fine-tuning on new classes).
+
+    Raises:
+        ValueError: ``weights`` names a download instead of a file.
+        FileNotFoundError, WeightsError: see ``load_weights_file`` and ``load_state_dict_strict``.
+    """
+    if isinstance(weights, str) and not Path(weights).exists() and weights.lower() in _DOWNLOAD_NAMES:
+        raise ValueError(
+            f"weights={weights!r} would need a download, and densevision never downloads. Save the weights "
+            "on a machine with internet (torch.save(torchvision.models.densenet121(weights='DEFAULT')"
+            ".state_dict(), 'densenet121.pth')) and pass weights='densenet121.pth'."
+        )
+    state = remap_torchvision_densenet_keys(load_weights_file(weights))
+    if "features.conv0.weight" in state:
+        state["features.conv0.weight"] = adapt_input_conv(state["features.conv0.weight"], model.in_chans)
+    has_file_classifier = "classifier.weight" in state
+    if model.classifier is None or (
+        has_file_classifier and state["classifier.weight"].shape[0] != model.num_classes
+    ):
+        if model.classifier is not None:
+            warnings.warn(
+                f"{weights}: classifier has {state['classifier.weight'].shape[0]} classes, model has "
+                f"{model.num_classes}; the classifier keeps its fresh initialisation",
+                stacklevel=2,
+            )
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        if model.classifier is not None:
+            state.update({f"classifier.{k}": v for k, v in model.classifier.state_dict().items()})
+    load_state_dict_strict(model, state, source=str(weights))
+
+
+def _create_densenet(weights: str | Path | None, **arch) -> DenseNet:
+    model = DenseNet(**arch)
+    if weights is not None:
+        load_densenet_weights(model, weights)
+    return model
+
+
+_IMAGENET_CONFIGS: dict[str, tuple[int, tuple[int, ...], int]] = {
+    "densenet121": (32, (6, 12, 24, 16), 64),
+    "densenet161": (48, (6, 12, 36, 24), 96),
+    "densenet169": (32, (6, 12, 32, 32), 64),
+    "densenet201": (32, (6, 12, 48, 32), 64),
+    "densenet264": (32, (6, 12, 64, 48), 64),
+}
+
+
+def imagenet_densenet(
+    name: str,
+    *,
+    weights: str | Path | None = None,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    features_only: bool = False,
+    out_features: Sequence[str] | None = None,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """An ImageNet DenseNet by name (``densenet121`` ...), with optional local weights."""
+    if name not in _IMAGENET_CONFIGS:
+        raise ValueError(f"unknown ImageNet DenseNet {name!r}; choose one of {list(_IMAGENET_CONFIGS)}")
+    growth_rate, block_config, stem_channels = _IMAGENET_CONFIGS[name]
+    return _create_densenet(
+        weights,
+        growth_rate=growth_rate,
+        block_config=block_config,
+        stem="imagenet",
+        stem_channels=stem_channels,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        features_only=features_only,
+        out_features=out_features,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+        norm_layer=norm_layer,
+    )
+
+
+def cifar_densenet(
+    depth: int,
+    growth_rate: int,
+    *,
+    bottleneck: bool,
+    weights: str | Path | None = None,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    features_only: bool = False,
+    out_features: Sequence[str] | None = None,
+    drop_rate: float = 0.0,
+    memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """CIFAR DenseNet (``bottleneck=False``) or DenseNet-BC of the given depth, 3 blocks (paper Table 2)."""
+    layers_per_block, remainder = divmod(depth - 4, 6 if bottleneck else 3)
+    if remainder or layers_per_block < 1:
+        kind = "6n+4 for DenseNet-BC" if bottleneck else "3n+4 for DenseNet"
+        raise ValueError(f"CIFAR depth must be {kind}, got {depth}")
+    return _create_densenet(
+        weights,
+        growth_rate=growth_rate,
+        block_config=(layers_per_block,) * 3,
+        stem="cifar",
+        stem_channels=2 * growth_rate if bottleneck else 16,
+        bn_size=4 if bottleneck else 0,
+        compression=0.5 if bottleneck else 1.0,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        features_only=features_only,
+        out_features=out_features,
+        drop_rate=drop_rate,
+        memory_efficient=memory_efficient,
+        norm_layer=norm_layer,
+    )
+
+
+def fcdensenet_encoder(
+    growth_rate: int,
+    block_config: Sequence[int],
+    *,
+    stem_channels: int = 48,
+    stem_stride: int = 1,
+    in_chans: int = 3,
+    out_features: Sequence[str] | None = None,
+    drop_rate: float = 0.2,
+    memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """FC-DenseNet down path: 3x3 stem, plain dense layers, BN-ReLU-1x1 conv-dropout-max-pool transitions
+    keeping all channels, raw block outputs as features; the last block is the bottleneck."""
+    return DenseNet(
+        growth_rate=growth_rate,
+        block_config=block_config,
+        stem="fcdensenet",
+        stem_channels=stem_channels,
+        stem_stride=stem_stride,
+        bn_size=0,
+        compression=1.0,
+        drop_rate=drop_rate,
+        transition_pool="max",
+        final_norm=False,
+        in_chans=in_chans,
+        features_only=True,
+        out_features=out_features,
+        feature_norm=False,
+        memory_efficient=memory_efficient,
+        norm_layer=norm_layer,
+    )
+
+
+# Presets. Each takes the same keyword arguments as ``imagenet_densenet`` / ``cifar_densenet`` and passes
+# its own (``locals()`` holds exactly the parameters at that point), so a YAML typo fails when parsed.
+WeightsArg = str | Path | None
+
+
+@register_model
+def densenet121(
+    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
+    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """DenseNet-121: k=32, blocks (6, 12, 24, 16); 7,978,856 parameters with 1000 classes."""
+    return imagenet_densenet("densenet121", **locals())
+
+
+@register_model
+def densenet161(
+    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
+    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """DenseNet-161: k=48, blocks (6, 12, 36, 24), 96-channel stem; 28,681,000 parameters."""
+    return imagenet_densenet("densenet161", **locals())
+
+
+@register_model
+def densenet169(
+    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
+    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """DenseNet-169: k=32, blocks (6, 12, 32, 32); 14,149,480 parameters."""
+    return imagenet_densenet("densenet169", **locals())
+
+
+@register_model
+def densenet201(
+    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
+    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """DenseNet-201: k=32, blocks (6, 12, 48, 32); 20,013,928 parameters."""
+    return imagenet_densenet("densenet201", **locals())
+
+
+@register_model
+def densenet264(
+    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
+    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """DenseNet-264: k=32, blocks (6, 12, 64, 48) (paper Table 1; not in torchvision)."""
+    return imagenet_densenet("densenet264", **locals())
+
+
+@register_model
+def densenet40_k12(
+    *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
+    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """CIFAR DenseNet, L=40, k=12 (paper: 1.0M parameters)."""
+    return cifar_densenet(40, 12, bottleneck=False, **locals())
+
+
+@register_model
+def densenet100_k12(
+    *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
+    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """CIFAR DenseNet, L=100, k=12 (paper: 7.0M parameters)."""
+    return cifar_densenet(100, 12, bottleneck=False, **locals())
+
+
+@register_model
+def densenet100_k24(
+    *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
+    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """CIFAR DenseNet, L=100, k=24 (paper: 27.2M parameters)."""
+    return cifar_densenet(100, 24, bottleneck=False, **locals())
+
+
+@register_model
+def densenet_bc100_k12(
+    *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
+    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """CIFAR DenseNet-BC, L=100, k=12 (paper: 0.8M parameters)."""
+    return cifar_densenet(100, 12, bottleneck=True, **locals())
+
+
+@register_model
+def densenet_bc250_k24(
+    *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
+    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """CIFAR DenseNet-BC, L=250, k=24 (paper: 15.3M parameters)."""
+    return cifar_densenet(250, 24, bottleneck=True, **locals())
+
+
+@register_model
+def densenet_bc190_k40(
+    *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
+    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
+    norm_layer: NormLayer = nn.BatchNorm2d,
+) -> DenseNet:
+    """CIFAR DenseNet-BC, L=190, k=40 (paper: 25.6M parameters)."""
+    return cifar_densenet(190, 40, bottleneck=True, **locals())

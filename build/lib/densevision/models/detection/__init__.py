@@ -1,0 +1,18 @@
+"""Detection models: DenseNet-FPN backbones on torchvision's detectors (registered on import)."""
+
+from densevision.models.detection.densenet_fpn import build_anchor_generator, densenet_fpn_detector
+from densevision.models.detection.fpn_backbone import (
+    DenseNetFPNBackbone,
+    convert_to_frozen_batchnorm,
+    densenet_fpn_backbone,
+    freeze_stages,
+)
+
+__all__ = [
+    "DenseNetFPNBackbone",
+    "build_anchor_generator",
+    "convert_to_frozen_batchnorm",
+    "densenet_fpn_backbone",
+    "densenet_fpn_detector",
+    "freeze_stages",
+]

@@ -1,0 +1,44 @@
+"""``create_model`` / ``list_models``: named presets, as in timm."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+
+from torch import nn
+
+_MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a preset function under its own name (decorator)."""
+    name = builder.__name__
+    if name in _MODEL_BUILDERS:
+        raise ValueError(f"model {name!r} is registered twice")
+    _MODEL_BUILDERS[name] = builder
+    return builder
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted names of the registered models, optionally filtered by a shell pattern (``"densenet*"``)."""
+    names = sorted(_MODEL_BUILDERS)
+    if pattern is not None:
+        names = [name for name in names if fnmatch.fnmatch(name, pattern)]
+    return names
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model by name; keyword arguments go to its preset function.
+
+    Raises:
+        ValueError: the name is not registered (the message suggests close names).
+    """
+    if name not in _MODEL_BUILDERS:
+        close = difflib.get_close_matches(name, list(_MODEL_BUILDERS), n=3)
+        hint = f"; did you mean {close}?" if close else ""
+        raise ValueError(
+            f"unknown model {name!r}{hint} See densevision.list_models() for the {len(_MODEL_BUILDERS)} "
+            "registered names."
+        )
+    return _MODEL_BUILDERS[name](**kwargs)

@@ -1,0 +1,1 @@
+"""LightningModules (tasks) and their demos."""

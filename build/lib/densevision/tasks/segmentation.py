@@ -1,0 +1,217 @@
+"""Semantic segmentation task: cross-entropy with an ignore index and optional class weights, IoU metrics
+from a torchmetrics confusion matrix, JSON metrics files and side-by-side prediction pictures."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from densevision.datasets.transforms import denormalize
+from densevision.tasks.base import BaseTask, default_optimizer
+from densevision.visualize import default_palette, legend, side_by_side
+
+
+def iou_from_confusion(confusion: Tensor) -> dict[str, Any]:
+    """mIoU, per-class IoU and global pixel accuracy from a (C, C) confusion matrix (rows = truth).
+
+    A class absent from both truth and prediction has IoU NaN and is left out of the mean (as in the
+    CamVid / VOC benchmarks).
+
+    Returns:
+        ``{"mIoU": float, "pixel_accuracy": float, "iou": list[float]}`` (NaN where undefined).
+    """
+    confusion = confusion.double()
+    hits = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - hits
+    iou = torch.where(union > 0, hits / union.clamp(min=1), torch.full_like(hits, float("nan")))
+    total = confusion.sum()
+    return {
+        "mIoU": float(iou.nanmean()) if (union > 0).any() else float("nan"),
+        "pixel_accuracy": float(hits.sum() / total) if total > 0 else float("nan"),
+        "iou": [float(v) for v in iou],
+    }
+
+
+class SegmentationTask(BaseTask):
+    """Trains and evaluates a model that maps (N, 3, H, W) images to (N, C, H, W) logits.
+
+    Batches are dicts with ``image`` (N, 3, H, W) and ``mask`` (N, H, W) int64 (``path`` optional).
+
+    Args:
+        model: the segmentation network (``num_classes`` linked from the data module by the CLI).
+        optimizer, lr_scheduler: see :class:`BaseTask`.
+        num_classes: scored classes C (linked from the data module).
+        ignore_index: mask value excluded from loss and metrics, or None.
+        class_weights: per-class loss weights (linked from the data module's ``class_weighting``), or None.
+        class_names: names used in logs and the metrics JSON (linked from the data module).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerCallable = default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        *,
+        num_classes: int,
+        ignore_index: int | None = None,
+        class_weights: Sequence[float] | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(model, optimizer, lr_scheduler)
+        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"got {len(self.class_names)} class_names for num_classes={num_classes}")
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"got {len(class_weights)} class_weights for num_classes={num_classes}")
+        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weights)
+        # torchmetrics drops pixels equal to ignore_index before counting.
+        self.confusion = nn.ModuleDict(
+            {
+                stage: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
+                for stage in ("val", "test")
+            }
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(N, 3, H, W) -> (N, C, H, W) logits."""
+        return self.model(images)
+
+    def loss(self, logits: Tensor, masks: Tensor) -> Tensor:
+        """Cross-entropy over pixels that are not ``ignore_index``, weighted by ``class_weights``."""
+        ignore = -100 if self.ignore_index is None else self.ignore_index
+        return F.cross_entropy(logits, masks, weight=self.class_weights, ignore_index=ignore)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss = self.loss(self(batch["image"]), batch["mask"])
+        self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=len(batch["mask"]))
+        return loss
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        logits = self(batch["image"])
+        self.log(f"{stage}/loss", self.loss(logits, batch["mask"]), on_epoch=True, batch_size=len(logits))
+        self.confusion[stage].update(logits.argmax(1), batch["mask"])
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """-> the batch plus ``prediction`` (N, H, W) class indices."""
+        return {**batch, "prediction": self(batch["image"]).argmax(1)}
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        confusion = self.confusion[stage].compute().cpu()
+        metrics = iou_from_confusion(confusion)
+        self.confusion[stage].reset()
+        self.log(f"{stage}/mIoU", metrics["mIoU"], prog_bar=True)
+        self.log(f"{stage}/pixel_accuracy", metrics["pixel_accuracy"])
+        for name, iou in zip(self.class_names, metrics["iou"], strict=True):
+            if not math.isnan(iou):
+                self.log(f"{stage}/iou_{name}", iou)
+        if not self.trainer.sanity_checking:
+            self._write_metrics(stage, metrics, confusion)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def _write_metrics(self, stage: str, metrics: dict[str, Any], confusion: Tensor) -> None:
+        """``<log dir>/<stage>_metrics.json``: rewritten each epoch, so it holds the latest evaluation."""
+        log_dir = self.trainer.log_dir  # a collective under DDP (broadcast): every process must ask
+        if log_dir is None or not self.trainer.is_global_zero:
+            return
+        report = {
+            "stage": stage,
+            "epoch": self.current_epoch,
+            "global_step": self.global_step,
+            "mIoU": metrics["mIoU"],
+            "pixel_accuracy": metrics["pixel_accuracy"],
+            "per_class_iou": {
+                name: (None if math.isnan(v) else v)
+                for name, v in zip(self.class_names, metrics["iou"], strict=True)
+            },
+            "ignore_index": self.ignore_index,
+            "class_names": self.class_names,
+            "confusion_matrix": confusion.tolist(),
+        }
+        path = Path(log_dir) / f"{stage}_metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1))
+
+
+class SegmentationPictureWriter(Callback):
+    """Writes ``image | ground truth | prediction`` PNGs (with the class legend) for predicted batches.
+
+    Class names, colours and the ignore index come from the trainer's data module when it has them.
+
+    Args:
+        output_dir: folder for the pictures; None = ``<log dir>/predictions``.
+        max_images: stop after this many pictures (None = all).
+    """
+
+    def __init__(self, output_dir: str | None = None, max_images: int | None = 32) -> None:
+        super().__init__()
+        self.output_dir = output_dir
+        self.max_images = max_images
+        self.written: list[Path] = []
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.written = []
+        names, colors, _ = self._classes(trainer, pl_module)
+        folder = self._folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        legend(names, colors).save(folder / "legend.png")
+
+    @staticmethod
+    def _classes(trainer: Trainer, pl_module: LightningModule) -> tuple[list[str], list, int | None]:
+        """Class names, colours and ignore index from the data module (or the task, or defaults)."""
+        data = trainer.datamodule
+        num_classes = int(pl_module.num_classes)
+        names = getattr(data, "class_names", None) or getattr(pl_module, "class_names", None)
+        colors = getattr(data, "colors", None) or default_palette(num_classes)
+        ignore_index = getattr(data, "ignore_index", getattr(pl_module, "ignore_index", None))
+        return list(names or [f"class{i}" for i in range(num_classes)]), list(colors), ignore_index
+
+    def _folder(self, trainer: Trainer) -> Path:
+        if self.output_dir is not None:
+            return Path(self.output_dir)
+        return Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
+
+    def on_predict_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        names, colors, ignore_index = self._classes(trainer, pl_module)
+        folder = self._folder(trainer)
+        for i, prediction in enumerate(outputs["prediction"]):
+            if self.max_images is not None and len(self.written) >= self.max_images:
+                return
+            masks = batch.get("mask")
+            target = None if masks is None else masks[i].cpu().numpy()
+            picture = side_by_side(
+                denormalize(batch["image"][i]), target, prediction.cpu().numpy().astype(np.int64), names,
+                colors, ignore_index,
+            )  # fmt: skip
+            stem = Path(batch["path"][i]).stem if "path" in batch else f"{batch_idx:04d}_{i:02d}"
+            path = folder / f"{stem}.png"
+            picture.save(path)
+            self.written.append(path)
