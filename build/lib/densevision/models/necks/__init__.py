@@ -1,5 +1,0 @@
-"""Necks: feature pyramid over the backbone feature dict."""
-
-from densevision.models.necks.fpn import FPN
-
-__all__ = ["FPN"]

@@ -1,1 +1,0 @@
-"""LightningModules (tasks) and their demos."""
