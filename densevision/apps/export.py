@@ -1,26 +1,6 @@
 """``densevision export``: ONNX and TorchScript files of a model, each verified against PyTorch.
 
-Kinds of model and what their exports take and return:
-
-- backbone (``--features-only``): image ``(N, 3, H, W)`` -> one output per feature, named ``c1``..``c5``
-  (or the stride-1 ``c0`` ... of CIFAR / FC-DenseNet stems), in high-to-low resolution order;
-- segmentation model or classifier: image ``(N, 3, H, W)`` -> ``logits`` ``(N, C, H, W)`` or ``(N, C)``;
-- detector (torchvision Faster / Mask R-CNN, RetinaNet, FCOS): one image ``(3, H, W)`` in [0, 1] ->
-  ``boxes`` ``(K, 4)``, ``labels`` ``(K,)``, ``scores`` ``(K,)`` [, ``masks`` ``(K, 1, H, W)``]; the batch
-  is one image (torchvision's ONNX support is per image).
-
-ONNX uses torch's TorchScript-based exporter (``dynamo=False``, opset 17 by default, >= 11 for detectors):
-it handles torchvision detectors and dynamic axes, and exported a tiny DenseNet in 2.7 s where the dynamo
-exporter took 48 s (same model, same run, this project's 2-core CPU).
-
-TorchScript uses ``torch.jit.trace`` (the backbone's forward picks its stages with Python-level control
-flow, which tracing unrolls), except for detectors, which are first tried with ``torch.jit.script``; when
-scripting fails the reason is printed and they are traced instead.
-
-Verification: each file is loaded (onnxruntime / ``torch.jit.load``) and run on the export sample and,
-with ``--dynamic``, on a second batch and image size; every output must satisfy
-``max|exported - pytorch| <= atol + rtol * max|pytorch|`` with ``atol = 1e-4``, ``rtol = 1e-3`` (float32).
-Detections must also agree in number.
+What each kind of model exports and how files are verified: ``densevision.inference.export``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,5 @@
-"""``densevision convert yolo2coco|masks2coco``: write a COCO instances json from other label formats.
-
-- ``yolo2coco``: YOLO ``cls cx cy w h`` txt files (normalised, one per image; none = no objects).
-  Category ids are ``cls + 1`` unless ``--categories-from`` names a COCO json whose categories are
-  matched by name (e.g. COCO's sparse ids 1..90 for COCO128's contiguous YOLO classes 0..79).
-- ``masks2coco``: class-index PNGs (each connected region of a class = one instance) or, with
-  ``--instance-masks``, instance-id PNGs whose class is the majority class under the instance. The class
-  index is the category id. Segmentations are written as RLE or polygons.
-
-Each output is loaded back with pycocotools before the command reports success.
-"""
+"""Dataset converters: YOLO txt boxes and mask PNGs to COCO json, checked with pycocotools (the library
+side of ``densevision convert``, described in ``densevision.apps.convert``)."""
 
 from __future__ import annotations
 

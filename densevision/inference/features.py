@@ -1,20 +1,5 @@
-"""``densevision extract``: a backbone's multi-scale features (or pooled embeddings) for a folder of images.
-
-Output: one ``.npz`` file (``numpy.load(path)`` reads it, no pickle):
-
-- ``<name>`` for each chosen feature (``c2``, ``c5``...): float array ``(N, C, H / stride, W / stride)``,
-  or ``(N, C)`` with ``--pooled`` (global average pool);
-- ``feature_names``, ``feature_channels``, ``feature_strides``: the backbone's ``feature_info`` for them;
-- ``image_files``: ``(N,)`` paths relative to the input folder, in the rows' order;
-- ``image_size``: ``(H, W)`` every image was resized to (bilinear, aspect ratio not kept), then
-  normalised with the ImageNet mean and std;
-- ``model``: the model name.
-
-The backbone runs through ``densevision.optimize_for_inference``: with float32 (``--no-bf16``, and the
-default on CPUs without AMX / AVX512-BF16) the features match the eager model's to ~1e-5; with bfloat16
-autocast (the default where the CPU has AMX / AVX512-BF16) to ~1e-2 of their range. Either way they are
-stored as ``--dtype`` (float32 by default). ``--no-optimize`` runs the eager model itself.
-"""
+"""A backbone's multi-scale features for image files (the library side of ``densevision extract``;
+its options and output file are described in ``densevision.apps.extract``)."""
 
 from __future__ import annotations
 

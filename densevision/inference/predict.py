@@ -1,22 +1,5 @@
-"""``densevision predict --checkpoint RUN.ckpt --input IMG_OR_DIR --output OUT`` (also ``densevision infer``):
-a trained checkpoint on image files, without a config or a data module.
-
-The model is rebuilt from the run's ``config.yaml`` and the checkpoint (``densevision.tasks.checkpoints``,
-``weights_only=True``). Writes, per image ``<stem>``:
-
-- segmentation: ``OUT/masks/<stem>.png`` (class indices, 8-bit single channel) and
-  ``OUT/overlays/<stem>.png`` (colour overlay);
-- detection: ``OUT/overlays/<stem>.png`` (boxes, labels, scores and instance masks drawn) and, for all
-  images, ``OUT/predictions.json`` (COCO results: ``image_id``, ``category_id`` = the model's label,
-  ``bbox`` [x, y, w, h] in pixels, ``score``, RLE ``segmentation`` for masks) with
-  ``OUT/images.json`` (COCO ``images``: id, file_name, height, width).
-
-The model runs through ``densevision.optimize_for_inference`` (BN folded, channels-last, bfloat16
-autocast where the CPU has AMX / AVX512-BF16; a detector's backbone only), and the first image is also run
-by the original model in eager float32: the agreement (pixels with the same class, or detections matched
-at IoU >= 0.5) and both times are printed. ``--no-optimize`` runs the original model alone,
-``--bf16`` / ``--no-bf16`` override the automatic choice and ``--compile`` adds ``torch.compile``.
-"""
+"""Predictions of a trained model on image files: masks, overlays and COCO results (the library side of
+``densevision predict --checkpoint``; options and outputs: ``densevision.apps.predict``)."""
 
 from __future__ import annotations
 
