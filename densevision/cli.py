@@ -32,6 +32,7 @@ DATA_LINKS = (
     ("data.ignore_index", "model.init_args.ignore_index"),
     ("data.class_names", "model.init_args.class_names"),
     ("data.class_weights", "model.init_args.class_weights"),
+    ("data.resize", "model.init_args.input_size"),
 )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 APPS: dict[str, tuple[str, str]] = {
     "demo": ("densevision.apps.demo", "train on the generated embedded dataset; show metrics and pictures"),
     "benchmark": ("densevision.apps.benchmark", "time and memory of densevision models vs torchvision"),
+    "evaluate": ("densevision.apps.evaluate", "score predictions on disk (masks vs labels, COCO results)"),
     "export": ("densevision.apps.export", "export a model to ONNX / TorchScript and verify it"),
     "extract": ("densevision.apps.extract", "write a backbone's multi-scale features for a folder of images"),
     "convert": ("densevision.apps.convert", "dataset converters (YOLO txt / mask PNGs -> COCO json)"),

@@ -12,7 +12,7 @@ from torch import nn
 
 from densevision.inference.export import export_model
 from densevision.models import create_model
-from densevision.tasks.checkpoints import find_run_config, load_model_checkpoint, load_task
+from densevision.tasks.checkpoints import load_model_checkpoint, load_task
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +37,9 @@ def load_export_model(args: argparse.Namespace) -> tuple[nn.Module, str]:
     if args.model is None:
         if args.checkpoint is None:
             raise ValueError("give --model NAME, or --checkpoint of a densevision fit run")
-        run_config = find_run_config(args.checkpoint)  # name the files after the run folder
-        name = run_config.parent.name if run_config else args.checkpoint.stem
+        # files named after the run folder (<run>/checkpoints/best.ckpt -> <run>)
+        folder = args.checkpoint.resolve().parent
+        name = folder.parent.name if folder.name == "checkpoints" else args.checkpoint.stem
         return load_task(args.checkpoint).model, name
     options = {} if args.num_classes is None else {"num_classes": args.num_classes}
     if args.features_only:

@@ -1,8 +1,8 @@
 """``densevision predict --checkpoint RUN.ckpt --input IMG_OR_DIR --output OUT`` (also ``densevision infer``):
 a trained checkpoint on image files, without a config or a data module.
 
-The model is rebuilt from the run's ``config.yaml`` and the checkpoint (``densevision.tasks.checkpoints``,
-``weights_only=True``). Writes, per image ``<stem>``:
+The model is rebuilt from the checkpoint alone (``densevision.tasks.checkpoints``,
+``weights_only=True``), and images are resized to the run's training size. Writes, per image ``<stem>``:
 
 - segmentation: ``OUT/masks/<stem>.png`` (class indices, 8-bit single channel) and
   ``OUT/overlays/<stem>.png`` (colour overlay);
@@ -37,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(its options: densevision predict -c CONFIG --help).",
     )
     parser.add_argument("--checkpoint", type=Path, required=True, help="a densevision fit run's .ckpt")
-    parser.add_argument("--run-config", type=Path, help="the run's config.yaml (default: found beside it)")
     parser.add_argument("--input", type=Path, required=True, help="an image file or a folder of images")
     parser.add_argument("--output", type=Path, required=True, help="output folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
@@ -50,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    task = load_task(args.checkpoint, args.run_config)
+    task = load_task(args.checkpoint)
     predict(
         task.model,
         find_images(args.input),
@@ -61,5 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         compile=args.compile,
         class_names=list(getattr(task, "class_names", None) or []),
         score_threshold=args.score_threshold,
+        input_size=getattr(task, "input_size", None),
     )
     return 0

@@ -18,13 +18,15 @@ from densevision.datasets.shapes_detection import CLASSES, ensure_shapes_detecti
 
 
 class CocoDetectionDataModule(LightningDataModule):
-    """Train / val (and predict = val) loaders over COCO-format data.
+    """Train / val / test (and predict = val) loaders over COCO-format data.
 
     Args:
         train_images: folder the train json's ``file_name`` are relative to.
         train_annotations: train COCO instances json.
         val_images: folder of the validation images; None = ``train_images``.
         val_annotations: validation json; None = a seeded ``val_fraction`` of the train json's images.
+        test_images, test_annotations: a labelled test split for ``densevision test`` (images folder and
+            COCO json); None = the validation split.
         val_fraction: share of the train images held out for validation when there is no val json.
         split_seed: seed of that split.
         image_size: letterbox size (longest side, padded square) for training and evaluation; None keeps
@@ -45,6 +47,8 @@ class CocoDetectionDataModule(LightningDataModule):
         val_images: str | None = None,
         val_annotations: str | None = None,
         *,
+        test_images: str | None = None,
+        test_annotations: str | None = None,
         val_fraction: float = 0.2,
         split_seed: int = 0,
         image_size: int | None = None,
@@ -60,6 +64,8 @@ class CocoDetectionDataModule(LightningDataModule):
         self.train_images, self.train_annotations = Path(train_images), Path(train_annotations)
         self.val_images = Path(val_images) if val_images is not None else self.train_images
         self.val_annotations = Path(val_annotations) if val_annotations is not None else None
+        self.test_annotations = Path(test_annotations) if test_annotations is not None else None
+        self.test_images = Path(test_images) if test_images is not None else self.val_images
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.image_size, self.with_masks = image_size, with_masks
         self.train_transforms = detection_train_transforms(
@@ -69,6 +75,7 @@ class CocoDetectionDataModule(LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.train_dataset: CocoDetection | None = None
         self.val_dataset: CocoDetection | None = None
+        self.test_dataset: CocoDetection | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -96,6 +103,16 @@ class CocoDetectionDataModule(LightningDataModule):
             if self.val_dataset.class_names != self.class_names:
                 raise ValueError(f"categories of {val_json} ({self.val_dataset.class_names[1:]}) differ from "
                                  f"those of {self.train_annotations} ({self.class_names[1:]})")
+        if stage == "test" and self.test_dataset is None:
+            if self.test_annotations is None:
+                self.test_dataset = self.val_dataset
+            else:
+                self.test_dataset = CocoDetection(self.test_images, self.test_annotations,
+                                                  transforms=self.eval_transforms, with_masks=self.with_masks)
+                names = self.test_dataset.class_names
+                if names != self.class_names:
+                    raise ValueError(f"categories of {self.test_annotations} ({names[1:]}) differ from those "
+                                     f"of {self.train_annotations} ({self.class_names[1:]})")
 
     def _loader(self, dataset: CocoDetection, shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
@@ -106,6 +123,9 @@ class CocoDetectionDataModule(LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, shuffle=False)

@@ -127,7 +127,8 @@ class SegmentationFolder(Dataset):
 
     Args:
         root: dataset folder.
-        split: sub-folder of the images, e.g. ``train``; masks are in ``<split>annot``.
+        split: sub-folder of the images, e.g. ``train``; masks are in ``<split>annot``. Several
+            sub-folders (e.g. ``["train", "val"]``) are read as one split.
         num_classes: scored classes; mask values must be in ``[0, num_classes)`` or ``ignore_index``.
         ignore_index: mask value that is not scored (void), or None.
         class_names: one name per class (default ``class0``, ``class1``, ...).
@@ -135,7 +136,9 @@ class SegmentationFolder(Dataset):
         transform: albumentations-style callable ``(image=HxWx3 uint8, mask=HxW) -> dict`` whose output
             image is a (3, H, W) float tensor (see ``densevision.datasets.transforms``); None = to tensor.
         skip_bad: drop bad samples with one warning summary instead of raising.
-        mask_split: mask sub-folder; default ``<split>annot``.
+        mask_split: mask sub-folder; default ``<split>annot`` (one ``split`` only).
+        keep: keeps the images whose file name it is true for (e.g. one video sequence's frames);
+            None keeps all.
 
     Items are dicts: ``image`` (3, H, W) float, ``mask`` (H, W) int64, ``path`` (str).
     """
@@ -143,7 +146,7 @@ class SegmentationFolder(Dataset):
     def __init__(
         self,
         root: str | Path,
-        split: str,
+        split: str | Sequence[str],
         *,
         num_classes: int,
         ignore_index: int | None = None,
@@ -152,11 +155,15 @@ class SegmentationFolder(Dataset):
         transform: Callable[..., dict] | None = None,
         skip_bad: bool = False,
         mask_split: str | None = None,
+        keep: Callable[[str], bool] | None = None,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.root = Path(root)
-        self.split = split
+        splits = [split] if isinstance(split, str) else list(split)
+        if mask_split is not None and len(splits) != 1:
+            raise ValueError(f"mask_split={mask_split!r} needs a single split, got {splits}")
+        self.split = "+".join(splits)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.class_names = tuple(class_names or (f"class{i}" for i in range(num_classes)))
@@ -167,7 +174,14 @@ class SegmentationFolder(Dataset):
             raise ValueError(f"got {len(self.colors)} colors for num_classes={num_classes}")
         self.transform = transform
         self._reseed = unseeded(transform)
-        candidates = find_samples(self.root / split, self.root / (mask_split or f"{split}annot"))
+        candidates = [
+            sample
+            for name in splits
+            for sample in find_samples(self.root / name, self.root / (mask_split or f"{name}annot"))
+            if keep is None or keep(sample.image.name)
+        ]
+        if not candidates:
+            raise SegmentationDataError(f"{self.root / self.split}: no image is kept by {keep!r}")
         # Per class: its scored pixels, and the scored pixels of the images it appears in (for
         # median-frequency weights), gathered by the same pass that checks the files.
         self.class_pixels = np.zeros(num_classes, dtype=np.int64)

@@ -15,6 +15,7 @@ from typing import Literal
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 from albumentations.pytorch import ToTensorV2
 from torch import Tensor
 
@@ -72,6 +73,29 @@ def segmentation_transform(
         steps.append(A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, p=0.8))
     steps += [A.Normalize(mean=MEAN, std=STD), ToTensorV2()]
     return A.Compose(steps)
+
+
+class EvaluationTransform:
+    """What a segmentation model sees at evaluation and prediction: the image resized to the run's
+    ``resize`` (bilinear, as in training) and normalised; a mask, when given, stays at its own size, so
+    scores are taken at the labels' resolution (logits are resized to it before the argmax).
+
+    Called as ``t(image=HxWx3 uint8[, mask=HxW])`` -> ``{"image": (3, h, w) float tensor[, "mask": (H, W)
+    int64 tensor]}``.
+    """
+
+    def __init__(self, resize: tuple[int, int] | None = None) -> None:
+        self.resize = None if resize is None else (int(resize[0]), int(resize[1]))
+        steps: list[A.BasicTransform] = []
+        if self.resize is not None:
+            steps.append(A.Resize(*self.resize, interpolation=cv2.INTER_LINEAR))
+        self._image = A.Compose([*steps, A.Normalize(mean=MEAN, std=STD), ToTensorV2()])
+
+    def __call__(self, *, image: np.ndarray, mask: np.ndarray | None = None) -> dict:
+        out = {"image": self._image(image=image)["image"]}
+        if mask is not None:
+            out["mask"] = torch.as_tensor(np.ascontiguousarray(mask), dtype=torch.int64)
+        return out
 
 
 def denormalize(image: Tensor) -> np.ndarray:

@@ -16,17 +16,25 @@ from torchvision.ops import box_iou
 
 from densevision.datasets.coco_eval import detections_to_coco
 from densevision.datasets.image_io import read_rgb_image, to_tensor
-from densevision.datasets.transforms import MEAN, STD
+from densevision.datasets.transforms import EvaluationTransform
 from densevision.inference.optimize import InferenceModel, inference_path
 from densevision.models.kinds import model_kind
+from densevision.models.segmentation.decoder import resize_logits
 from densevision.visualize import default_palette, draw_detections, overlay
 
 
 @torch.inference_mode()
-def run_segmentation(model: nn.Module, image: np.ndarray, device: torch.device) -> Tensor:
-    """(H, W, 3) uint8 -> (C, H, W) float32 logits (normalised as in densevision's segmentation presets)."""
-    x = to_tensor(image, mean=MEAN, std=STD)[None].to(device)
-    return model(x)[0].float().cpu()
+def run_segmentation(
+    model: nn.Module, image: np.ndarray, device: torch.device, input_size: tuple[int, int] | None = None
+) -> Tensor:
+    """(H, W, 3) uint8 -> (C, H, W) float32 logits at the image's size.
+
+    The image goes through the evaluation preprocessing of training (``EvaluationTransform``: resized to
+    ``input_size``, the run's training resolution, and normalised); the logits are resized back to (H, W)
+    before anyone takes an argmax.
+    """
+    x = EvaluationTransform(input_size)(image=image)["image"][None].to(device)
+    return resize_logits(model(x).float(), image.shape[:2])[0].cpu()
 
 
 @torch.inference_mode()
@@ -80,11 +88,14 @@ def predict(
     compile: bool = False,
     class_names: Sequence[str] = (),
     score_threshold: float = 0.5,
+    input_size: tuple[int, int] | None = None,
     log=print,
 ) -> dict[str, object]:
     """Run ``model`` on ``files`` and write the outputs described in the module docstring.
 
     ``optimize``, ``bf16`` and ``compile`` choose the path (``densevision.inference.inference_path``).
+    ``input_size``: a segmentation run's training resolution (``SegmentationTask.input_size``); images
+    are resized to it for the network and masks come back at each image's own size.
 
     Raises:
         ValueError: the model is a backbone (no predictions to draw), or the path options conflict.
@@ -95,7 +106,13 @@ def predict(
     device = torch.device(device)
     model = model.eval().to(device)
     runner = inference_path(model, optimize=optimize, bf16=bf16, compile=compile)
-    run = run_detection if kind == "detection" else run_segmentation
+    if kind == "detection":
+        run = run_detection
+    else:
+
+        def run(net: nn.Module, image: np.ndarray, device: torch.device) -> Tensor:
+            return run_segmentation(net, image, device, input_size)
+
     (output / "overlays").mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     images: list[dict] = []
@@ -116,8 +133,12 @@ def predict(
             picture = overlay(image, mask, default_palette(out.shape[0]))
         else:
             results += coco_results(out, image_id, image.shape[:2])
-            drawn = draw_detections(torch.from_numpy(image).permute(2, 0, 1).contiguous(), out, class_names,
-                                    score_threshold=score_threshold)
+            drawn = draw_detections(
+                torch.from_numpy(image).permute(2, 0, 1).contiguous(),
+                out,
+                class_names,
+                score_threshold=score_threshold,
+            )
             picture = drawn.permute(1, 2, 0).numpy()
         images.append(
             {"id": image_id, "file_name": str(file), "height": image.shape[0], "width": image.shape[1]}

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+# LightningCLI hands a task its parsed config through this (as LightningCLI itself imports it).
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn, optim
 
 from densevision.tasks.callbacks import RestoreRngState, StopOnNonFiniteLoss
@@ -34,6 +39,21 @@ class BaseTask(LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
 
+    def save_config_hyperparameters(self) -> None:
+        """Save the constructor's arguments as hyper-parameters, so a checkpoint rebuilds its task.
+
+        Under LightningCLI the arguments arrive as the parsed config (``model`` as ``{class_path,
+        init_args}``, values linked from the data module included), and ``load_from_checkpoint`` rebuilds the
+        whole task from them. Built in Python, the network and the callables are objects that a checkpoint
+        cannot hold; they are left out, and such a checkpoint loads into a model built by hand
+        (``densevision.tasks.checkpoints.load_model_checkpoint``).
+        """
+        frame = inspect.currentframe().f_back  # the subclass's __init__, whose arguments are saved
+        given = _given_hyperparameters.get()  # the CLI's parsed config, when LightningCLI builds the task
+        source = given if given is not None else frame.f_locals
+        objects = [name for name, value in source.items() if not _is_plain(value)]
+        self.save_hyperparameters(ignore=objects, frame=frame)
+
     def configure_callbacks(self):
         """Callbacks every task needs whatever the config says: stop on a non-finite loss; random
         generators saved in checkpoints and restored on resume."""
@@ -45,3 +65,14 @@ class BaseTask(LightningModule):
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def _is_plain(value: object) -> bool:
+    """Whether ``value`` is YAML-like data (what a config holds), not an object."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False

@@ -52,6 +52,7 @@ class DetectionTask(BaseTask):
         mask_threshold: float = 0.5,
     ) -> None:
         super().__init__(model, optimizer, lr_scheduler)
+        self.save_config_hyperparameters()
         self.metrics_file = metrics_file
         self.mask_threshold = mask_threshold
         self._val_results: dict[int, list[dict]] = {}
@@ -71,9 +72,18 @@ class DetectionTask(BaseTask):
     def on_validation_epoch_start(self) -> None:
         self._val_results = {}
 
+    def on_test_epoch_start(self) -> None:
+        self._val_results = {}
+
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _eval_step(self, batch: Batch, stage: str) -> None:
         images, targets = batch
-        dataset = self._dataset("val")
+        dataset = self._dataset(stage)
         for image, target, detection in zip(images, targets, self.model(images), strict=True):
             image_id = int(target["image_id"])
             self._val_results[image_id] = detections_to_coco(
@@ -82,6 +92,12 @@ class DetectionTask(BaseTask):
                 label_to_category_id=dataset.label_to_category_id, mask_threshold=self.mask_threshold)
 
     def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def _eval_epoch_end(self, stage: str) -> None:
         per_image: dict[int, list[dict]] = {}
         # a distributed sampler pads with repeated images: keep each image's results once
         for part in gather_objects(self._val_results):
@@ -90,17 +106,17 @@ class DetectionTask(BaseTask):
         self._val_results = {}
         if not per_image:
             return
-        metrics = self.compute_metrics(per_image)
+        metrics = self.compute_metrics(per_image, stage)
         # every process computed the same numbers from the gathered results: no reduction needed
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=False)
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=False)
         log_dir = self.trainer.log_dir  # a collective under DDP (broadcast): every process must ask
         if not self.trainer.sanity_checking and self.trainer.is_global_zero:
-            self._append_metrics(metrics, log_dir)
+            self._append_metrics(metrics, log_dir, stage)
 
-    def compute_metrics(self, per_image: dict[int, list[dict]]) -> dict[str, float]:
-        """COCO metrics of ``per_image`` results on those images of the validation set (bbox, and segm
+    def compute_metrics(self, per_image: dict[int, list[dict]], stage: str = "val") -> dict[str, float]:
+        """COCO metrics of ``per_image`` results on those images of the ``stage`` split (bbox, and segm
         when the results carry masks)."""
-        coco_gt = self._dataset("val").coco
+        coco_gt = self._dataset(stage).coco
         results = [r for image_results in per_image.values() for r in image_results]
         image_ids = sorted(per_image)
         metrics = evaluate_coco(coco_gt, results, iou_type="bbox", image_ids=image_ids)
@@ -119,12 +135,16 @@ class DetectionTask(BaseTask):
         ]
 
     def _dataset(self, stage: str):
-        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.predict_dataloaders
+        loaders = {
+            "val": self.trainer.val_dataloaders,
+            "test": self.trainer.test_dataloaders,
+        }.get(stage, self.trainer.predict_dataloaders)
         loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
         return loader.dataset
 
-    def _append_metrics(self, metrics: dict[str, float], log_dir: str | None) -> None:
-        path = Path(log_dir or self.trainer.default_root_dir) / self.metrics_file
+    def _append_metrics(self, metrics: dict[str, float], log_dir: str | None, stage: str = "val") -> None:
+        name = self.metrics_file if stage == "val" else f"{stage}_{self.metrics_file}"
+        path = Path(log_dir or self.trainer.default_root_dir) / name
         history = json.loads(path.read_text()) if path.is_file() else []
         history.append({"epoch": self.current_epoch, "step": self.global_step, **metrics})
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from densevision.datasets.transforms import denormalize
+from densevision.models.segmentation.decoder import resize_logits
 from densevision.tasks.base import BaseTask, default_optimizer
 from densevision.visualize import default_palette, legend, side_by_side
 
@@ -55,6 +57,9 @@ class SegmentationTask(BaseTask):
         ignore_index: mask value excluded from loss and metrics, or None.
         class_weights: per-class loss weights (linked from the data module's ``class_weighting``), or None.
         class_names: names used in logs and the metrics JSON (linked from the data module).
+        input_size: (height, width) images are resized to before the network at prediction time (the data
+            module's ``resize``, linked); None = as they come. Saved in the checkpoint, so predictions on
+            new images see what training saw.
     """
 
     def __init__(
@@ -67,11 +72,13 @@ class SegmentationTask(BaseTask):
         ignore_index: int | None = None,
         class_weights: Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,
+        input_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(model, optimizer, lr_scheduler)
-        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
+        self.save_config_hyperparameters()
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]
         if len(self.class_names) != num_classes:
             raise ValueError(f"got {len(self.class_names)} class_names for num_classes={num_classes}")
@@ -102,7 +109,7 @@ class SegmentationTask(BaseTask):
         return loss
 
     def _eval_step(self, batch: dict, stage: str) -> None:
-        logits = self(batch["image"])
+        logits = resize_logits(self(batch["image"]), batch["mask"].shape[-2:])
         self.log(f"{stage}/loss", self.loss(logits, batch["mask"]), on_epoch=True, batch_size=len(logits))
         self.confusion[stage].update(logits.argmax(1), batch["mask"])
 
@@ -114,7 +121,8 @@ class SegmentationTask(BaseTask):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """-> the batch plus ``prediction`` (N, H, W) class indices."""
-        return {**batch, "prediction": self(batch["image"]).argmax(1)}
+        size = batch["mask"].shape[-2:] if "mask" in batch else batch["image"].shape[-2:]
+        return {**batch, "prediction": resize_logits(self(batch["image"]), size).argmax(1)}
 
     def _eval_epoch_end(self, stage: str) -> None:
         confusion = self.confusion[stage].compute().cpu()
@@ -207,10 +215,11 @@ class SegmentationPictureWriter(Callback):
                 return
             masks = batch.get("mask")
             target = None if masks is None else masks[i].cpu().numpy()
-            picture = side_by_side(
-                denormalize(batch["image"][i]), target, prediction.cpu().numpy().astype(np.int64), names,
-                colors, ignore_index,
-            )  # fmt: skip
+            prediction = prediction.cpu().numpy().astype(np.int64)
+            image = denormalize(batch["image"][i])
+            if image.shape[:2] != prediction.shape:  # the network ran at the training size
+                image = cv2.resize(image, prediction.shape[::-1], interpolation=cv2.INTER_LINEAR)
+            picture = side_by_side(image, target, prediction, names, colors, ignore_index)
             stem = Path(batch["path"][i]).stem if "path" in batch else f"{batch_idx:04d}_{i:02d}"
             path = folder / f"{stem}.png"
             picture.save(path)

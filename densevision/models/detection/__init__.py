@@ -1,6 +1,10 @@
 """Detection models: DenseNet-FPN backbones on torchvision's detectors (registered on import)."""
 
-from densevision.models.detection.densenet_fpn import build_anchor_generator, densenet_fpn_detector
+from densevision.models.detection.densenet_fpn import (
+    build_anchor_generator,
+    build_densenet_fpn,
+    densenet_fpn_detector,
+)
 from densevision.models.detection.fpn_backbone import (
     DenseNetFPNBackbone,
     convert_to_frozen_batchnorm,
@@ -13,6 +17,7 @@ __all__ = [
     "build_anchor_generator",
     "convert_to_frozen_batchnorm",
     "densenet_fpn_backbone",
+    "build_densenet_fpn",
     "densenet_fpn_detector",
     "freeze_stages",
 ]

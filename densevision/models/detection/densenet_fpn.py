@@ -232,221 +232,96 @@ def densenet_fpn_detector(
     )
 
 
-def _imagenet_detector(kind: DetectorKind, name: str, **args) -> Detector:
-    body = imagenet_densenet(name, features_only=True, out_features=_KINDS[kind].returned_stages)
+DENSENET_DEPTHS = ("121", "161", "169", "201", "tiny")
+_PYRAMIDS = {"fasterrcnn": "P2-P6", "maskrcnn": "P2-P6", "retinanet": "P3-P7", "fcos": "P3-P7"}
+_KIND_NAMES = {
+    "fasterrcnn": "Faster R-CNN",
+    "maskrcnn": "Mask R-CNN",
+    "retinanet": "RetinaNet",
+    "fcos": "FCOS",
+}
+
+
+def build_densenet_fpn(
+    kind: DetectorKind,
+    depth: str,
+    *,
+    num_classes: int = 91,
+    weights_backbone: WeightsArg = None,
+    trainable_stages: int | None = None,
+    frozen_bn: bool | None = None,
+    min_size: int = 800,
+    max_size: int = 1333,
+    anchor_sizes: AnchorSizes | None = None,
+    aspect_ratios: AspectRatios | None = None,
+) -> nn.Module:
+    """A detector of ``kind`` on an ImageNet DenseNet of ``depth`` (121, 161, 169, 201) + 256-channel FPN,
+    or on the tiny CPU DenseNet (``"tiny"``: k=16, blocks 2-4-6-4, 32-channel stem, 64-channel FPN).
+
+    The registered presets (``fcos_densenet121_fpn``, ``maskrcnn_densenet_tiny_fpn``...) are this function
+    with ``kind`` and ``depth`` fixed. Other arguments: as ``densenet_fpn_detector``.
+
+    Raises:
+        ValueError: an unknown ``kind`` or ``depth`` (the message lists the allowed ones).
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"unknown detector kind {kind!r}; choose one of {list(_KINDS)}")
+    depth = str(depth)
+    if depth not in DENSENET_DEPTHS:
+        raise ValueError(f"unknown DenseNet depth {depth!r}; choose one of {list(DENSENET_DEPTHS)}")
+    args = {
+        "num_classes": num_classes, "weights_backbone": weights_backbone,
+        "trainable_stages": trainable_stages, "frozen_bn": frozen_bn, "min_size": min_size,
+        "max_size": max_size, "anchor_sizes": anchor_sizes, "aspect_ratios": aspect_ratios,
+    }  # fmt: skip
+    stages = _KINDS[kind].returned_stages
+    if depth == "tiny":
+        body = DenseNet(
+            growth_rate=16,
+            block_config=(2, 4, 6, 4),
+            stem_channels=32,
+            features_only=True,
+            out_features=stages,
+        )
+        return densenet_fpn_detector(kind=kind, backbone=body, fpn_channels=64, **args)
+    body = imagenet_densenet(f"densenet{depth}", features_only=True, out_features=stages)
     return densenet_fpn_detector(kind=kind, backbone=body, **args)
 
 
-def _tiny_detector(kind: DetectorKind, **args) -> Detector:
-    body = DenseNet(
-        growth_rate=16,
-        block_config=(2, 4, 6, 4),
-        stem_channels=32,
-        features_only=True,
-        out_features=_KINDS[kind].returned_stages,
+def _register_preset(kind: DetectorKind, depth: str) -> None:
+    """Register ``<kind>_densenet<depth>_fpn``: ``build_densenet_fpn`` with ``kind`` and ``depth`` fixed, as a
+    module-level function with explicit keyword arguments (YAML ``class_path`` targets, typos fail)."""
+
+    def preset(
+        *,
+        num_classes: int = 91,
+        weights_backbone: WeightsArg = None,
+        trainable_stages: int | None = None,
+        frozen_bn: bool | None = None,
+        min_size: int = 800,
+        max_size: int = 1333,
+        anchor_sizes: AnchorSizes | None = None,
+        aspect_ratios: AspectRatios | None = None,
+    ) -> nn.Module:
+        return build_densenet_fpn(
+            kind, depth, num_classes=num_classes, weights_backbone=weights_backbone,
+            trainable_stages=trainable_stages, frozen_bn=frozen_bn, min_size=min_size, max_size=max_size,
+            anchor_sizes=anchor_sizes, aspect_ratios=aspect_ratios,
+        )  # fmt: skip
+
+    name = f"{kind}_densenet{'_tiny' if depth == 'tiny' else depth}_fpn"
+    body = (
+        "tiny DenseNet (k=16, blocks 2-4-6-4) + 64-channel FPN"
+        if depth == "tiny"
+        else f"DenseNet-{depth} + FPN"
     )
-    return densenet_fpn_detector(kind=kind, backbone=body, fpn_channels=64, **args)
+    preset.__name__ = preset.__qualname__ = name
+    preset.__doc__ = (
+        f"{_KIND_NAMES[kind]}, {body} ({_PYRAMIDS[kind]}); arguments as ``densenet_fpn_detector``."
+    )
+    globals()[name] = register_model(preset)
 
 
-# Presets. ``locals()`` holds exactly the keyword arguments, so every preset passes the same set and a YAML
-# typo fails when parsed. Arguments as in ``densenet_fpn_detector``.
-
-
-@register_model
-def fasterrcnn_densenet121_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> FasterRCNN:
-    """Faster R-CNN, DenseNet-121 + FPN (P2-P6)."""
-    return _imagenet_detector("fasterrcnn", "densenet121", **locals())
-
-
-@register_model
-def maskrcnn_densenet121_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> MaskRCNN:
-    """Mask R-CNN, DenseNet-121 + FPN (P2-P6)."""
-    return _imagenet_detector("maskrcnn", "densenet121", **locals())
-
-
-@register_model
-def retinanet_densenet121_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> RetinaNet:
-    """RetinaNet, DenseNet-121 + FPN (P3-P7)."""
-    return _imagenet_detector("retinanet", "densenet121", **locals())
-
-
-@register_model
-def fcos_densenet121_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> FCOS:
-    """FCOS, DenseNet-121 + FPN (P3-P7)."""
-    return _imagenet_detector("fcos", "densenet121", **locals())
-
-
-@register_model
-def fasterrcnn_densenet161_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> FasterRCNN:
-    """Faster R-CNN, DenseNet-161 + FPN (P2-P6)."""
-    return _imagenet_detector("fasterrcnn", "densenet161", **locals())
-
-
-@register_model
-def maskrcnn_densenet161_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> MaskRCNN:
-    """Mask R-CNN, DenseNet-161 + FPN (P2-P6)."""
-    return _imagenet_detector("maskrcnn", "densenet161", **locals())
-
-
-@register_model
-def retinanet_densenet161_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> RetinaNet:
-    """RetinaNet, DenseNet-161 + FPN (P3-P7)."""
-    return _imagenet_detector("retinanet", "densenet161", **locals())
-
-
-@register_model
-def fcos_densenet161_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> FCOS:
-    """FCOS, DenseNet-161 + FPN (P3-P7)."""
-    return _imagenet_detector("fcos", "densenet161", **locals())
-
-
-@register_model
-def fasterrcnn_densenet169_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> FasterRCNN:
-    """Faster R-CNN, DenseNet-169 + FPN (P2-P6)."""
-    return _imagenet_detector("fasterrcnn", "densenet169", **locals())
-
-
-@register_model
-def maskrcnn_densenet169_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> MaskRCNN:
-    """Mask R-CNN, DenseNet-169 + FPN (P2-P6)."""
-    return _imagenet_detector("maskrcnn", "densenet169", **locals())
-
-
-@register_model
-def retinanet_densenet169_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> RetinaNet:
-    """RetinaNet, DenseNet-169 + FPN (P3-P7)."""
-    return _imagenet_detector("retinanet", "densenet169", **locals())
-
-
-@register_model
-def fcos_densenet169_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> FCOS:
-    """FCOS, DenseNet-169 + FPN (P3-P7)."""
-    return _imagenet_detector("fcos", "densenet169", **locals())
-
-
-@register_model
-def fasterrcnn_densenet201_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> FasterRCNN:
-    """Faster R-CNN, DenseNet-201 + FPN (P2-P6)."""
-    return _imagenet_detector("fasterrcnn", "densenet201", **locals())
-
-
-@register_model
-def maskrcnn_densenet201_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> MaskRCNN:
-    """Mask R-CNN, DenseNet-201 + FPN (P2-P6)."""
-    return _imagenet_detector("maskrcnn", "densenet201", **locals())
-
-
-@register_model
-def retinanet_densenet201_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> RetinaNet:
-    """RetinaNet, DenseNet-201 + FPN (P3-P7)."""
-    return _imagenet_detector("retinanet", "densenet201", **locals())
-
-
-@register_model
-def fcos_densenet201_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> FCOS:
-    """FCOS, DenseNet-201 + FPN (P3-P7)."""
-    return _imagenet_detector("fcos", "densenet201", **locals())
-
-
-@register_model
-def fasterrcnn_densenet_tiny_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> FasterRCNN:
-    """Faster R-CNN, tiny DenseNet (k=16, blocks 2-4-6-4) + 64-channel FPN (P2-P6), for CPUs."""
-    return _tiny_detector("fasterrcnn", **locals())
-
-
-@register_model
-def maskrcnn_densenet_tiny_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> MaskRCNN:
-    """Mask R-CNN, tiny DenseNet (k=16, blocks 2-4-6-4) + 64-channel FPN (P2-P6), for CPUs."""
-    return _tiny_detector("maskrcnn", **locals())
-
-
-@register_model
-def retinanet_densenet_tiny_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> RetinaNet:
-    """RetinaNet, tiny DenseNet (k=16, blocks 2-4-6-4) + 64-channel FPN (P3-P7), for CPUs."""
-    return _tiny_detector("retinanet", **locals())
-
-
-@register_model
-def fcos_densenet_tiny_fpn(
-    *, num_classes: int = 91, weights_backbone: WeightsArg = None, trainable_stages: int | None = None,
-    frozen_bn: bool | None = None, min_size: int = 800, max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None, aspect_ratios: AspectRatios | None = None,
-) -> FCOS:
-    """FCOS, tiny DenseNet (k=16, blocks 2-4-6-4) + 64-channel FPN (P3-P7), for CPUs."""
-    return _tiny_detector("fcos", **locals())
+for _depth in DENSENET_DEPTHS:
+    for _kind in _KINDS:
+        _register_preset(_kind, _depth)

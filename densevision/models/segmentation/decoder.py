@@ -17,6 +17,14 @@ from densevision.models.features import FeatureSpec
 from densevision.models.layers import DenseBlock, NormLayer
 
 
+def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
+    """(N, C, h, w) logits -> (N, C, *size), bilinear (unchanged when already that size): networks return,
+    and tasks score, logits at the input's or the labels' resolution; the argmax comes after."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
 def fit_to_size(x: Tensor, size: Sequence[int]) -> Tensor:
     """Centre-crop or zero-pad (N, C, h, w) to (N, C, *size).
 

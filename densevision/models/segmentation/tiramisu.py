@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densevision.models.backbones.densenet import fcdensenet_encoder, imagenet_densenet
 from densevision.models.layers import DenseBlock, NormLayer
 from densevision.models.registry import register_model
-from densevision.models.segmentation.decoder import TiramisuDecoder, num_up_steps
+from densevision.models.segmentation.decoder import TiramisuDecoder, num_up_steps, resize_logits
 
 
 def _check_input(model: nn.Module, x: Tensor, in_chans: int | None, min_size: int) -> None:
@@ -47,22 +46,13 @@ def _kaiming_init(*modules: nn.Module) -> None:
                     nn.init.zeros_(m.bias)
 
 
-def _resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-
-
 class FCDenseNet(nn.Module):
     """FC-DenseNet: DenseNet down path, dense-block bottleneck, Tiramisu up path, 1x1 classifier.
 
     ``stem_stride=2`` is a CPU-budget option: the 3x3 stem conv gets stride 2, every block runs at half the
     resolution (a quarter of the pixels), one more pooling level's worth of context is seen, and the logits
-    are bilinearly upsampled to the input size. Parameters are unchanged. One forward+backward at
-    2x3x224x224 (median of 3, stride 1 and 2 interleaved in one process, 2 threads on a shared 2-core CPU):
-    ``fcdensenet56`` 35.5 s vs 14.8 s (2.4x faster), ``fcdensenet103`` 66.6 s vs 33.7 s (2.0x); less than
-    the 4x fewer pixels, likely as per-op overhead weighs more on the small deep maps. Peak training memory of
-    ``fcdensenet103`` at that size: 2.9 GiB vs 0.8 GiB. The cost is coarser boundaries.
+    are bilinearly upsampled to the input size. Parameters are unchanged. The cost is coarser boundaries
+    (measured speed and memory: README, "Segmentation").
 
     Args:
         num_classes: output classes C.
@@ -140,7 +130,7 @@ class FCDenseNet(nn.Module):
         features = self.encoder(x)
         deepest = features[self.encoder.feature_info[-1].name]
         out = self.decoder(deepest[:, -self.bottleneck_channels :], features, x.shape[-2:])
-        return _resize_logits(self.classifier(out), x.shape[-2:])
+        return resize_logits(self.classifier(out), x.shape[-2:])
 
 
 class TiramisuSegmenter(nn.Module):
@@ -213,7 +203,7 @@ class TiramisuSegmenter(nn.Module):
         features = self.backbone(x)
         deepest = self.bottleneck(features[self.deepest])
         out = self.decoder(deepest[:, -self.bottleneck_channels :], features, x.shape[-2:])
-        return _resize_logits(self.classifier(out), x.shape[-2:])
+        return resize_logits(self.classifier(out), x.shape[-2:])
 
 
 def _fcdensenet(growth_rate: int, blocks: Sequence[int], bottleneck_layers: int, **options) -> FCDenseNet:

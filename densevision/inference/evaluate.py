@@ -1,0 +1,157 @@
+"""Scores of predictions already on disk (the library side of ``densevision evaluate``).
+
+- Segmentation: a folder of predicted class-index PNGs against a folder of label PNGs (SegNet layout,
+  e.g. CamVid's ``testannot/``), matched by file name, at the labels' own resolution; the ignore index
+  (void) is left out. mIoU, per-class IoU and global pixel accuracy from one confusion matrix
+  (torchmetrics), as ``densevision test`` reports them.
+- Detection: COCO results (``predictions.json`` of ``densevision predict``) against a COCO instances json,
+  with pycocotools; images matched by file name when the predictions come with their ``images.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from densevision.datasets.coco_detection import coco_from_dict, load_coco_json
+from densevision.datasets.coco_eval import evaluate_coco
+from densevision.datasets.segmentation import read_mask
+from densevision.tasks.segmentation import iou_from_confusion
+
+
+class EvaluationError(ValueError):
+    """Predictions and ground truth that cannot be scored together (the message names the files)."""
+
+
+def evaluate_segmentation_folders(
+    predictions: str | Path,
+    labels: str | Path,
+    *,
+    num_classes: int,
+    ignore_index: int | None = None,
+    class_names: Sequence[str] | None = None,
+) -> dict:
+    """Score every label PNG in ``labels`` against the PNG of the same name in ``predictions``.
+
+    Returns:
+        ``{"mIoU", "pixel_accuracy", "per_class_iou": {name: IoU or None}, "images", "confusion_matrix"}``.
+
+    Raises:
+        EvaluationError: no labels, predictions missing for some labels, sizes that differ, or predicted
+            values outside ``[0, num_classes)``; the message lists the files.
+    """
+    predictions, labels = Path(predictions), Path(labels)
+    for folder, what in ((predictions, "predictions"), (labels, "labels")):
+        if not folder.is_dir():
+            raise EvaluationError(f"{what} folder {folder} does not exist")
+    names = class_names or [f"class{i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise EvaluationError(f"got {len(names)} class names for num_classes={num_classes}")
+    label_files = sorted(p for p in labels.iterdir() if p.suffix.lower() == ".png")
+    if not label_files:
+        raise EvaluationError(f"no label PNGs in {labels}")
+    missing = [p.name for p in label_files if not (predictions / p.name).is_file()]
+    if missing:
+        raise EvaluationError(
+            f"{len(missing)} of {len(label_files)} labels in {labels} have no prediction of the same name in "
+            f"{predictions}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+        )
+    confusion = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
+    for label_file in label_files:
+        target = torch.from_numpy(read_mask(label_file))
+        predicted = torch.from_numpy(read_mask(predictions / label_file.name))
+        if predicted.shape != target.shape:
+            raise EvaluationError(
+                f"{predictions / label_file.name}: size {tuple(predicted.shape[::-1])} (W, H) differs from "
+                f"its label {label_file}'s {tuple(target.shape[::-1])}; predict at the labels' resolution"
+            )
+        bad = (predicted < 0) | (predicted >= num_classes)
+        if bad.any():
+            raise EvaluationError(
+                f"{predictions / label_file.name}: predicted value {int(predicted[bad][0])} is not a class "
+                f"index in [0, {num_classes})"
+            )
+        confusion.update(predicted, target)
+    matrix = confusion.compute()
+    metrics = iou_from_confusion(matrix)
+    return {
+        "mIoU": metrics["mIoU"],
+        "pixel_accuracy": metrics["pixel_accuracy"],
+        "per_class_iou": {
+            name: (None if math.isnan(v) else v) for name, v in zip(names, metrics["iou"], strict=True)
+        },
+        "images": len(label_files),
+        "ignore_index": ignore_index,
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def segmentation_table(report: dict) -> str:
+    """The report as a printed table: one line per class, then mIoU and global accuracy."""
+    lines = [f"{'class':<16} {'IoU':>6}"]
+    for name, iou in report["per_class_iou"].items():
+        lines.append(f"{name:<16} {'  n/a' if iou is None else f'{iou:6.3f}'}")
+    lines.append(f"{'mIoU':<16} {report['mIoU']:6.3f}")
+    lines.append(f"{'global accuracy':<16} {report['pixel_accuracy']:6.3f}")
+    return "\n".join(lines)
+
+
+def evaluate_detection_file(
+    predictions: str | Path, ground_truth: str | Path, *, images: str | Path | None = None
+) -> dict:
+    """COCO AP (bbox, and segm when results carry masks) of a results json against an instances json.
+
+    Args:
+        predictions: COCO results list (``image_id``, ``category_id``, ``bbox``, ``score``
+            [, ``segmentation``]).
+        ground_truth: COCO instances json.
+        images: the ``images.json`` written beside the predictions (ids and file names): image ids are then
+            matched to the ground truth's by file name; None = the ids are already the ground truth's.
+
+    Raises:
+        EvaluationError: a file is unreadable, or predictions name images or categories the ground truth
+            lacks.
+    """
+    gt = load_coco_json(ground_truth)
+    try:
+        results = json.loads(Path(predictions).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise EvaluationError(f"{predictions}: not a readable COCO results json ({err})") from err
+    if not isinstance(results, list):
+        raise EvaluationError(f"{predictions}: expected a list of COCO results, got {type(results).__name__}")
+    gt_ids = {img["id"] for img in gt["images"]}
+    scored = None  # the images predicted on (all of the ground truth's when not told)
+    if images is not None:
+        by_name = {Path(img["file_name"]).name: img["id"] for img in gt["images"]}
+        mapping = {}
+        for img in json.loads(Path(images).read_text()):
+            name = Path(img["file_name"]).name
+            if name not in by_name:
+                raise EvaluationError(f"{images}: image {img['file_name']} is not in {ground_truth}")
+            mapping[img["id"]] = by_name[name]
+        results = [{**r, "image_id": mapping[r["image_id"]]} for r in results if r["image_id"] in mapping]
+        scored = sorted(mapping.values())
+    unknown = sorted({r["image_id"] for r in results} - gt_ids)
+    if unknown:
+        raise EvaluationError(
+            f"{predictions}: image ids {unknown[:5]} are not in {ground_truth}; pass the images.json written "
+            "beside the predictions (--images) to match images by file name"
+        )
+    categories = {c["id"] for c in gt["categories"]}
+    strange = sorted({r["category_id"] for r in results} - categories)
+    if strange:
+        raise EvaluationError(
+            f"{predictions}: category ids {strange[:5]} are not categories of {ground_truth} "
+            f"({sorted(categories)[:10]}...)"
+        )
+    coco = coco_from_dict(gt)
+    report = {"bbox": evaluate_coco(coco, results, iou_type="bbox", image_ids=scored)}
+    if results and "segmentation" in results[0]:
+        report["segm"] = evaluate_coco(coco, results, iou_type="segm", image_ids=scored)
+    report["images"] = len(scored) if scored is not None else len(gt_ids)
+    return report
