@@ -2,13 +2,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-import yaml
 
 import densevision
 from densevision.cli import main
 from densevision.inference.export import Comparison, export_model
 from densevision.models.backbones.densenet import DenseNet
-from densevision.tasks.base import BaseTask
+from tests.fit_checkpoint import cli_hparams, write_fit_checkpoint
 
 
 def test_backbone_export_runs_with_a_second_batch_and_size(tmp_path, capsys):
@@ -24,20 +23,40 @@ def test_backbone_export_runs_with_a_second_batch_and_size(tmp_path, capsys):
 def test_export_command_rebuilds_a_fit_run(tmp_path, capsys):
     tiny = {"growth_rate": 4, "block_config": [1, 1], "stem": "cifar", "stem_channels": 8, "num_classes": 3}
     run = tmp_path / "myrun"
-    (run / "checkpoints").mkdir(parents=True)
-    torch.save({"state_dict": BaseTask(DenseNet(**tiny)).state_dict()}, run / "checkpoints" / "last.ckpt")
-    model_cfg = {"class_path": "densevision.models.backbones.densenet.DenseNet", "init_args": tiny}
-    config = {"model": {"class_path": "densevision.tasks.base.BaseTask", "init_args": {"model": model_cfg}}}
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    code = main(["export", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), "--format", "onnx",
-                 "--output", str(tmp_path / "out"), "--input-size", "16", "16"])
+    hparams = cli_hparams("densevision.models.backbones.densenet.DenseNet", tiny, num_classes=3)
+    write_fit_checkpoint(run / "checkpoints" / "last.ckpt", DenseNet(**tiny), hparams, num_classes=3)
+    code = main(
+        [
+            "export",
+            "--checkpoint",
+            str(run / "checkpoints" / "last.ckpt"),
+            "--format",
+            "onnx",
+            "--output",
+            str(tmp_path / "out"),
+            "--input-size",
+            "16",
+            "16",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "outputs ['logits']" in out and "1/1 verifications within tolerance" in out
     assert (tmp_path / "out" / "myrun.onnx").is_file()
     torch.save(DenseNet(**tiny).state_dict(), tmp_path / "w.pth")
     with pytest.raises(ValueError, match=r"asked for, 'densenet40_k12' \(num_classes=7\).*features.conv0"):
-        main(["export", "--model", "densenet40_k12", "--num-classes", "7", "--checkpoint",
-              str(tmp_path / "w.pth"), "--output", str(tmp_path / "out")])
+        main(
+            [
+                "export",
+                "--model",
+                "densenet40_k12",
+                "--num-classes",
+                "7",
+                "--checkpoint",
+                str(tmp_path / "w.pth"),
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
 
 
 def test_comparison_flags_a_mismatch(tmp_path):
@@ -66,10 +85,17 @@ def test_segmentation_export_parity(tmp_path):
 
 def test_detector_onnx_export_parity(tmp_path):
     builders = pytest.importorskip("densevision.models.detection.densenet_fpn")
-    body = DenseNet(growth_rate=4, block_config=(1, 1, 1, 1), stem_channels=8, features_only=True,
-                    out_features=["c2", "c3", "c4", "c5"])
-    model = builders.densenet_fpn_detector(kind="fasterrcnn", backbone=body, num_classes=3, min_size=64,
-                                           max_size=64, fpn_channels=16)
-    results = export_model(model, tmp_path, name="det", formats=("onnx",), input_size=(64, 64),
-                           log=lambda _: None)
+    body = DenseNet(
+        growth_rate=4,
+        block_config=(1, 1, 1, 1),
+        stem_channels=8,
+        features_only=True,
+        out_features=["c2", "c3", "c4", "c5"],
+    )
+    model = builders.densenet_fpn_detector(
+        kind="fasterrcnn", backbone=body, num_classes=3, min_size=64, max_size=64, fpn_channels=16
+    )
+    results = export_model(
+        model, tmp_path, name="det", formats=("onnx",), input_size=(64, 64), log=lambda _: None
+    )
     assert len(results) == 1 and results[0].ok and results[0].max_abs_ref > 0  # boxes were compared

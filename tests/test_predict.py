@@ -5,29 +5,25 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 from pycocotools import mask as coco_mask
 
 import densevision
 from densevision.cli import _names_a_config, main
 from densevision.datasets.image_io import to_tensor
-from densevision.datasets.transforms import MEAN, STD
+from densevision.datasets.transforms import MEAN, STD, EvaluationTransform
 from densevision.inference.predict import coco_results, predict
+from densevision.models.segmentation.decoder import resize_logits
 from densevision.models.segmentation.tiramisu import FCDenseNet
-from densevision.tasks.base import BaseTask
 from tests.bn import randomize_bn_statistics
+from tests.fit_checkpoint import cli_hparams, write_fit_checkpoint
 
 
-def write_run(root, model: torch.nn.Module, class_path: str, init_args: dict):
-    """A fit run's folder: checkpoints/last.ckpt (Lightning layout) and config.yaml."""
-    (root / "checkpoints").mkdir(parents=True)
-    ckpt = root / "checkpoints" / "last.ckpt"
-    torch.save({"state_dict": BaseTask(model).state_dict(), "hyper_parameters": {}}, ckpt)
-    config = {"model": {"class_path": "densevision.tasks.base.BaseTask",
-                        "init_args": {"model": {"class_path": class_path, "init_args": init_args}}}}
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-    return ckpt
+def write_run(root, model: torch.nn.Module, class_path: str, init_args: dict, **task_args):
+    """A segmentation fit run's checkpoint: checkpoints/last.ckpt with the task config in its
+    hyper-parameters."""
+    hparams = cli_hparams(class_path, init_args, num_classes=init_args["num_classes"], **task_args)
+    return write_fit_checkpoint(root / "checkpoints" / "last.ckpt", model, hparams, num_classes=4)
 
 
 @pytest.fixture
@@ -40,8 +36,14 @@ def images(tmp_path):
     return folder
 
 
-TINY_SEG = {"num_classes": 4, "growth_rate": 4, "down_blocks": [2, 2], "bottleneck_layers": 2,
-            "stem_channels": 8, "drop_rate": 0.0}
+TINY_SEG = {
+    "num_classes": 4,
+    "growth_rate": 4,
+    "down_blocks": [2, 2],
+    "bottleneck_layers": 2,
+    "stem_channels": 8,
+    "drop_rate": 0.0,
+}
 
 
 def _tiny_segmenter() -> FCDenseNet:
@@ -70,6 +72,37 @@ def test_predict_without_config_writes_segmentation_masks(tmp_path, images, caps
         # the optimised path is checked against the eager float32 model on the first image
         assert ("optimized (channels_last + fp32) vs eager fp32 on a.png" in report) == optimized
         assert ("100.00% of pixels get the same class" in report) == optimized
+
+
+def test_predict_runs_at_the_training_size_and_returns_masks_at_the_image_size(tmp_path, images):
+    seg = _tiny_segmenter()
+    ckpt = write_run(tmp_path / "run", seg, "densevision.models.segmentation.tiramisu.FCDenseNet", TINY_SEG,
+                     input_size=[16, 16])  # fmt: skip
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--input",
+                str(images),
+                "--output",
+                str(out),
+                "--no-optimize",
+            ]
+        )
+        == 0
+    )
+    for name in ("a", "b"):
+        image_file = next(images.glob(f"{name}.*"))
+        image = np.array(Image.open(image_file).convert("RGB"))
+        x = EvaluationTransform((16, 16))(image=image)["image"][None]
+        with torch.no_grad():
+            expected = resize_logits(seg(x), image.shape[:2])[0].argmax(0).numpy()
+        mask = np.array(Image.open(out / "masks" / f"{name}.png"))
+        assert mask.shape == image.shape[:2]
+        np.testing.assert_array_equal(mask, expected)
 
 
 def test_predict_bf16_reports_agreement_with_fp32(tmp_path, images, capsys):
@@ -101,8 +134,12 @@ def test_predict_dispatch():
 def test_coco_results():
     masks = torch.zeros(2, 1, 12, 16)
     masks[0, 0, 2:5, 3:9] = 0.9
-    detection = {"boxes": torch.tensor([[3.0, 2.0, 9.0, 5.0], [0.0, 0.0, 4.0, 4.0]]),
-                 "labels": torch.tensor([1, 2]), "scores": torch.tensor([0.9, 0.2]), "masks": masks}
+    detection = {
+        "boxes": torch.tensor([[3.0, 2.0, 9.0, 5.0], [0.0, 0.0, 4.0, 4.0]]),
+        "labels": torch.tensor([1, 2]),
+        "scores": torch.tensor([0.9, 0.2]),
+        "masks": masks,
+    }
     records = coco_results(detection, image_id=7, image_size=(12, 16))
     assert [r["bbox"] for r in records] == [[3.0, 2.0, 6.0, 3.0], [0.0, 0.0, 4.0, 4.0]]
     assert [(r["image_id"], r["category_id"]) for r in records] == [(7, 1), (7, 2)]
@@ -115,9 +152,14 @@ def test_coco_results():
 def _matched(records: list[dict], reference: list[dict], tol: float) -> float:
     """Fraction of ``reference`` COCO records with a record of the same image and category whose score and
     box agree within ``tol`` (the order of near-tied detections may differ)."""
+
     def close(a, b):
-        return (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"]) and abs(
-            a["score"] - b["score"]) <= tol and np.allclose(a["bbox"], b["bbox"], atol=100 * tol)
+        return (
+            (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+            and abs(a["score"] - b["score"]) <= tol
+            and np.allclose(a["bbox"], b["bbox"], atol=100 * tol)
+        )
+
     return sum(any(close(r, ref) for r in records) for ref in reference) / max(len(reference), 1)
 
 
@@ -125,8 +167,10 @@ def _matched(records: list[dict], reference: list[dict], tol: float) -> float:
 def test_predict_detection_writes_coco_json(tmp_path, images, capsys):
     name = "maskrcnn_densenet_tiny_fpn"
     args = {"num_classes": 3, "min_size": 64, "max_size": 64}
-    ckpt = write_run(tmp_path / "run", densevision.create_model(name, **args),
-                     f"densevision.models.detection.densenet_fpn.{name}", args)
+    hparams = cli_hparams(f"densevision.models.detection.densenet_fpn.{name}", args,
+                          task="densevision.tasks.detection.DetectionTask")  # fmt: skip
+    detector = densevision.create_model(name, **args)
+    ckpt = write_fit_checkpoint(tmp_path / "run" / "last.ckpt", detector, hparams, num_classes=3)
     common = ["predict", "--checkpoint", str(ckpt), "--input", str(images)]
     outputs = {}
     for switch in ("--bf16", "--no-bf16", "--no-optimize"):
