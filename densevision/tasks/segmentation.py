@@ -1,5 +1,6 @@
-"""Semantic segmentation task: cross-entropy with an ignore index and optional class weights, IoU metrics
-from a torchmetrics confusion matrix, JSON metrics files and side-by-side prediction pictures."""
+"""Semantic segmentation task: a loss from ``densevision.tasks.losses`` (cross-entropy by default) with an
+ignore index and optional class weights, IoU metrics from a torchmetrics confusion matrix, optional
+sliding-window evaluation, JSON metrics files and side-by-side prediction pictures."""
 
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from densevision.datasets.transforms import denormalize
+from densevision.models.segmentation.sliding_window import (
+    SlidingWindow,
+    check_options,
+    sliding_window_inference,
+)
 from densevision.tasks.base import BaseTask, default_optimizer
+from densevision.tasks.losses import CrossEntropy, LossFactory
 from densevision.visualize import default_palette, legend, side_by_side
 
 
@@ -43,6 +49,25 @@ def iou_from_confusion(confusion: Tensor) -> dict[str, Any]:
     }
 
 
+_SLIDING_WINDOW_KEYS = ("window_size", "overlap", "blend", "batch_size", "flip_tta")
+
+
+def _check_sliding_window(options: SlidingWindow | None) -> dict[str, Any] | None:
+    """The task's ``sliding_window`` argument as keyword arguments of ``sliding_window_inference``,
+    checked now rather than at the first validation batch."""
+    if options is None:
+        return None
+    unknown = sorted(set(options) - set(_SLIDING_WINDOW_KEYS))
+    if unknown or "window_size" not in options:
+        raise ValueError(
+            f"sliding_window takes {list(_SLIDING_WINDOW_KEYS)} (window_size required), got {dict(options)}"
+        )
+    options = dict(options)
+    check_options(options["window_size"], options.get("overlap", 0.25), options.get("blend", "gaussian"),
+                  options.get("batch_size", 4))  # fmt: skip
+    return options
+
+
 class SegmentationTask(BaseTask):
     """Trains and evaluates a model that maps (N, 3, H, W) images to (N, C, H, W) logits.
 
@@ -55,6 +80,11 @@ class SegmentationTask(BaseTask):
         ignore_index: mask value excluded from loss and metrics, or None.
         class_weights: per-class loss weights (linked from the data module's ``class_weighting``), or None.
         class_names: names used in logs and the metrics JSON (linked from the data module).
+        loss: ``(ignore_index, class_weights) -> loss module`` (``densevision.tasks.losses``; in YAML a
+            ``class_path`` with the loss's own ``init_args``); None = ``CrossEntropy``.
+        sliding_window: options of ``sliding_window_inference`` (``window_size``, ``overlap``, ``blend``,
+            ``batch_size``, ``flip_tta``) for validation, test and prediction: images larger than the
+            training crops are predicted tile by tile. None = whole images.
     """
 
     def __init__(
@@ -67,9 +97,12 @@ class SegmentationTask(BaseTask):
         ignore_index: int | None = None,
         class_weights: Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,
+        loss: LossFactory | None = None,
+        sliding_window: SlidingWindow | None = None,
     ) -> None:
         super().__init__(model, optimizer, lr_scheduler)
-        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
+        # the loss factory is code, not a value: checkpoints must stay loadable with weights_only=True
+        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler", "loss"])
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]
@@ -79,6 +112,8 @@ class SegmentationTask(BaseTask):
             raise ValueError(f"got {len(class_weights)} class_weights for num_classes={num_classes}")
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", weights)
+        self.criterion = (loss or CrossEntropy)(ignore_index, weights)
+        self.sliding_window = _check_sliding_window(sliding_window)
         # torchmetrics drops pixels equal to ignore_index before counting.
         self.confusion = nn.ModuleDict(
             {
@@ -92,9 +127,14 @@ class SegmentationTask(BaseTask):
         return self.model(images)
 
     def loss(self, logits: Tensor, masks: Tensor) -> Tensor:
-        """Cross-entropy over pixels that are not ``ignore_index``, weighted by ``class_weights``."""
-        ignore = -100 if self.ignore_index is None else self.ignore_index
-        return F.cross_entropy(logits, masks, weight=self.class_weights, ignore_index=ignore)
+        """The configured loss over pixels that are not ``ignore_index``, weighted by ``class_weights``."""
+        return self.criterion(logits, masks)
+
+    def predict_logits(self, images: Tensor) -> Tensor:
+        """(N, 3, H, W) -> (N, C, H, W) logits for evaluation: tile by tile with ``sliding_window``."""
+        if self.sliding_window is None:
+            return self(images)
+        return sliding_window_inference(self.model, images, **self.sliding_window)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss = self.loss(self(batch["image"]), batch["mask"])
@@ -102,7 +142,7 @@ class SegmentationTask(BaseTask):
         return loss
 
     def _eval_step(self, batch: dict, stage: str) -> None:
-        logits = self(batch["image"])
+        logits = self.predict_logits(batch["image"])
         self.log(f"{stage}/loss", self.loss(logits, batch["mask"]), on_epoch=True, batch_size=len(logits))
         self.confusion[stage].update(logits.argmax(1), batch["mask"])
 
@@ -114,7 +154,7 @@ class SegmentationTask(BaseTask):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """-> the batch plus ``prediction`` (N, H, W) class indices."""
-        return {**batch, "prediction": self(batch["image"]).argmax(1)}
+        return {**batch, "prediction": self.predict_logits(batch["image"]).argmax(1)}
 
     def _eval_epoch_end(self, stage: str) -> None:
         confusion = self.confusion[stage].compute().cpu()
