@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,19 @@ from densevision.datasets.image_io import read_rgb_image, to_tensor
 from densevision.datasets.transforms import MEAN, STD
 from densevision.inference.optimize import InferenceModel, inference_path
 from densevision.models.kinds import model_kind
+from densevision.models.segmentation.sliding_window import sliding_window_inference
 from densevision.visualize import default_palette, draw_detections, overlay
 
 
 @torch.inference_mode()
-def run_segmentation(model: nn.Module, image: np.ndarray, device: torch.device) -> Tensor:
-    """(H, W, 3) uint8 -> (C, H, W) float32 logits (normalised as in densevision's segmentation presets)."""
+def run_segmentation(
+    model: nn.Module, image: np.ndarray, device: torch.device, sliding_window: Mapping | None = None
+) -> Tensor:
+    """(H, W, 3) uint8 -> (C, H, W) float32 logits (normalised as in densevision's segmentation presets);
+    window by window with ``sliding_window`` (``sliding_window_inference``'s options)."""
     x = to_tensor(image, mean=MEAN, std=STD)[None].to(device)
+    if sliding_window is not None:
+        return sliding_window_inference(model, x, **sliding_window)[0].cpu()
     return model(x)[0].float().cpu()
 
 
@@ -81,10 +88,13 @@ def predict(
     class_names: Sequence[str] = (),
     score_threshold: float = 0.5,
     log=print,
+    sliding_window: Mapping | None = None,
 ) -> dict[str, object]:
     """Run ``model`` on ``files`` and write the outputs described in the module docstring.
 
     ``optimize``, ``bf16`` and ``compile`` choose the path (``densevision.inference.inference_path``).
+    ``sliding_window``: segmentation tile by tile (``sliding_window_inference``'s options, e.g.
+    ``{"window_size": (360, 480), "overlap": 0.25}``), for images larger than the training crops.
 
     Raises:
         ValueError: the model is a backbone (no predictions to draw), or the path options conflict.
@@ -95,7 +105,10 @@ def predict(
     device = torch.device(device)
     model = model.eval().to(device)
     runner = inference_path(model, optimize=optimize, bf16=bf16, compile=compile)
-    run = run_detection if kind == "detection" else run_segmentation
+    if kind == "detection":
+        run = run_detection
+    else:
+        run = functools.partial(run_segmentation, sliding_window=sliding_window)
     (output / "overlays").mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     images: list[dict] = []
