@@ -11,6 +11,7 @@ from torch import nn
 import densevision
 from densevision.models.backbones.densenet import DenseNet
 from densevision.models.segmentation import DeepLabV3Plus, DenseASPP
+from tests.bn import randomize_bn_statistics
 
 PRESETS = ["denseaspp_densenet121", "denseaspp_densenet161", "denseaspp_densenet169",
            "denseaspp_densenet201", "deeplabv3plus_densenet121", "deeplabv3plus_densenet161"]  # fmt: skip
@@ -109,3 +110,13 @@ def test_errors_name_what_was_received():
         densevision.create_model("denseaspp_densenet121", output_stride=12)
     with pytest.raises(ValueError, match=r"input \(4, 4\) is smaller"):
         densevision.create_model("denseaspp_densenet121")(torch.randn(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("name", ["denseaspp_densenet121", "deeplabv3plus_densenet121"])
+def test_optimize_for_inference_folds_the_heads_and_agrees(name):
+    model = randomize_bn_statistics(densevision.create_model(name, num_classes=4), 0.1).eval()
+    fast = densevision.optimize_for_inference(model, bf16=False)
+    x = torch.randn(1, 3, 48, 56)
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(fast(x), expected, atol=1e-3 * expected.abs().max().item(), rtol=1e-3)
