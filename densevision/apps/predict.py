@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--score-threshold", type=float, default=0.5, help="detections drawn (json keeps all)"
     )
+    parser.add_argument(
+        "--window-size", type=int, nargs=2, metavar=("H", "W"),
+        help="segmentation: predict tile by tile in windows of H x W (default: the run's sliding_window, "
+        "else whole images)",
+    )  # fmt: skip
     add_inference_arguments(parser)
     return parser
 
@@ -61,5 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         class_names=list(getattr(task, "class_names", None) or []),
         score_threshold=args.score_threshold,
         input_size=getattr(task, "input_size", None),
+        sliding_window=_sliding_window(task, args.window_size),
     )
     return 0
+
+
+def _sliding_window(task, window_size: list[int] | None) -> dict | None:
+    """The run's ``sliding_window`` options, with ``--window-size`` replacing (or adding) the window."""
+    options = getattr(task, "sliding_window", None)
+    if window_size is None:
+        return options
+    return {**(options or {}), "window_size": tuple(window_size)}

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +21,28 @@ from densevision.datasets.transforms import EvaluationTransform
 from densevision.inference.optimize import InferenceModel, inference_path
 from densevision.models.kinds import model_kind
 from densevision.models.segmentation.decoder import resize_logits
+from densevision.models.segmentation.sliding_window import sliding_window_inference
 from densevision.visualize import default_palette, draw_detections, overlay
 
 
 @torch.inference_mode()
 def run_segmentation(
-    model: nn.Module, image: np.ndarray, device: torch.device, input_size: tuple[int, int] | None = None
+    model: nn.Module,
+    image: np.ndarray,
+    device: torch.device,
+    input_size: tuple[int, int] | None = None,
+    sliding_window: Mapping | None = None,
 ) -> Tensor:
     """(H, W, 3) uint8 -> (C, H, W) float32 logits at the image's size.
 
     The image goes through the evaluation preprocessing of training (``EvaluationTransform``: resized to
-    ``input_size``, the run's training resolution, and normalised); the logits are resized back to (H, W)
+    ``input_size``, the run's training resolution, and normalised), window by window with
+    ``sliding_window`` (``sliding_window_inference``'s options); the logits are resized back to (H, W)
     before anyone takes an argmax.
     """
     x = EvaluationTransform(input_size)(image=image)["image"][None].to(device)
-    return resize_logits(model(x).float(), image.shape[:2])[0].cpu()
+    logits = model(x) if sliding_window is None else sliding_window_inference(model, x, **sliding_window)
+    return resize_logits(logits.float(), image.shape[:2])[0].cpu()
 
 
 @torch.inference_mode()
@@ -90,12 +98,15 @@ def predict(
     score_threshold: float = 0.5,
     input_size: tuple[int, int] | None = None,
     log=print,
+    sliding_window: Mapping | None = None,
 ) -> dict[str, object]:
     """Run ``model`` on ``files`` and write the outputs described in the module docstring.
 
     ``optimize``, ``bf16`` and ``compile`` choose the path (``densevision.inference.inference_path``).
     ``input_size``: a segmentation run's training resolution (``SegmentationTask.input_size``); images
     are resized to it for the network and masks come back at each image's own size.
+    ``sliding_window``: segmentation tile by tile (``sliding_window_inference``'s options, e.g.
+    ``{"window_size": (360, 480), "overlap": 0.25}``), for images larger than the training crops.
 
     Raises:
         ValueError: the model is a backbone (no predictions to draw), or the path options conflict.
@@ -109,10 +120,7 @@ def predict(
     if kind == "detection":
         run = run_detection
     else:
-
-        def run(net: nn.Module, image: np.ndarray, device: torch.device) -> Tensor:
-            return run_segmentation(net, image, device, input_size)
-
+        run = functools.partial(run_segmentation, input_size=input_size, sliding_window=sliding_window)
     (output / "overlays").mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     images: list[dict] = []

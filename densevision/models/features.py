@@ -3,7 +3,9 @@
 A backbone's ``forward`` returns an ordered ``dict[str, Tensor]``, high resolution first, whose keys name
 the stride: ``c0`` (stride 1), ``c1`` (2), ``c2`` (4), ``c3`` (8), ``c4`` (16), ``c5`` (32). Its
 ``feature_info`` lists the same names with their channels and strides, so that consumers can build
-themselves in ``__init__`` without a forward pass.
+themselves in ``__init__`` without a forward pass. A dilated backbone (``output_stride`` 16 or 8) keeps
+its stage names, so ``c4`` and ``c5`` may then have stride 8 or 16: consumers read strides from
+``feature_info``, never from the names.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ class FeatureSpec:
     """One feature map a backbone returns.
 
     Attributes:
-        name: key in the feature dict, ``c{log2(stride)}``.
+        name: key in the feature dict, ``c{log2(stride)}`` of the undilated network (the stage's name).
         channels: number of channels C of the ``(N, C, H / stride, W / stride)`` tensor.
         stride: total downsampling factor relative to the input.
     """

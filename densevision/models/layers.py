@@ -82,6 +82,8 @@ class DenseLayer(nn.Module):
         drop_rate: dropout probability after the 3x3 conv.
         memory_efficient: recompute concat-BN-ReLU-first conv in backward instead of storing it.
         norm_layer: normalisation layer factory.
+        dilation: dilation of the 3x3 conv (padding = dilation, so H x W is kept): a backbone with a
+            smaller output stride dilates the blocks after a transition that no longer pools.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class DenseLayer(nn.Module):
         drop_rate: float,
         memory_efficient: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         self.has_bottleneck = bn_size > 0
@@ -104,7 +107,9 @@ class DenseLayer(nn.Module):
             width = in_channels
         self.norm2 = norm_layer(width)
         self.relu2 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(width, growth_rate, kernel_size=3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(
+            width, growth_rate, kernel_size=3, padding=dilation, dilation=dilation, bias=False
+        )
         self.drop_rate = float(drop_rate)
         self.memory_efficient = memory_efficient
 
@@ -150,6 +155,7 @@ class DenseBlock(nn.ModuleDict):
 
     ``forward``: (N, in_channels, H, W) -> (N, in_channels + num_layers * growth_rate, H, W), the input
     first and the new maps last (so ``out[:, -num_layers * growth_rate:]`` are the new maps).
+    ``dilation`` is every layer's 3x3 dilation (see ``DenseLayer``).
     """
 
     def __init__(
@@ -161,11 +167,13 @@ class DenseBlock(nn.ModuleDict):
         drop_rate: float,
         memory_efficient: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         for i in range(num_layers):
             layer = DenseLayer(
-                in_channels + i * growth_rate, growth_rate, bn_size, drop_rate, memory_efficient, norm_layer
+                in_channels + i * growth_rate, growth_rate, bn_size, drop_rate, memory_efficient, norm_layer,
+                dilation,
             )
             self.add_module(f"denselayer{i + 1}", layer)
         self.in_channels = in_channels
@@ -412,11 +420,12 @@ class _FusedDenseBlock(torch.autograd.Function):
             record = {"y1": None if memory_efficient else y1}
             if second_norm is None:
                 out = F.conv2d(_image(y1, n, h, w), first_conv.weight, None, first_conv.stride,
-                               first_conv.padding)
+                               first_conv.padding, first_conv.dilation)
             else:
                 z = _image(y1 @ first_conv.weight.view(first_conv.out_channels, c).t(), n, h, w)
                 y2, z_mean, z_invstd = _bn_relu(z, second_norm)
-                out = F.conv2d(y2, second_conv.weight, None, second_conv.stride, second_conv.padding)
+                out = F.conv2d(y2, second_conv.weight, None, second_conv.stride, second_conv.padding,
+                               second_conv.dilation)
                 record.update(z=None if memory_efficient else z, z_mean=z_mean, z_invstd=z_invstd,
                               y2=None if memory_efficient else y2)
             if layer.drop_rate > 0:

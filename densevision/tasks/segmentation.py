@@ -1,5 +1,6 @@
-"""Semantic segmentation task: cross-entropy with an ignore index and optional class weights, IoU metrics
-from a torchmetrics confusion matrix, JSON metrics files and side-by-side prediction pictures."""
+"""Semantic segmentation task: a loss from ``densevision.tasks.losses`` (cross-entropy by default) with an
+ignore index and optional class weights, IoU metrics from a torchmetrics confusion matrix, optional
+sliding-window evaluation, JSON metrics files and side-by-side prediction pictures."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -20,7 +20,13 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from densevision.datasets.transforms import denormalize
 from densevision.models.segmentation.decoder import resize_logits
+from densevision.models.segmentation.sliding_window import (
+    SlidingWindow,
+    check_options,
+    sliding_window_inference,
+)
 from densevision.tasks.base import BaseTask, default_optimizer
+from densevision.tasks.losses import CrossEntropy, LossFactory
 from densevision.visualize import default_palette, legend, side_by_side
 
 
@@ -45,6 +51,25 @@ def iou_from_confusion(confusion: Tensor) -> dict[str, Any]:
     }
 
 
+_SLIDING_WINDOW_KEYS = ("window_size", "overlap", "blend", "batch_size", "flip_tta")
+
+
+def _check_sliding_window(options: SlidingWindow | None) -> dict[str, Any] | None:
+    """The task's ``sliding_window`` argument as keyword arguments of ``sliding_window_inference``,
+    checked now rather than at the first validation batch."""
+    if options is None:
+        return None
+    unknown = sorted(set(options) - set(_SLIDING_WINDOW_KEYS))
+    if unknown or "window_size" not in options:
+        raise ValueError(
+            f"sliding_window takes {list(_SLIDING_WINDOW_KEYS)} (window_size required), got {dict(options)}"
+        )
+    options = dict(options)
+    check_options(options["window_size"], options.get("overlap", 0.25), options.get("blend", "gaussian"),
+                  options.get("batch_size", 4))  # fmt: skip
+    return options
+
+
 class SegmentationTask(BaseTask):
     """Trains and evaluates a model that maps (N, 3, H, W) images to (N, C, H, W) logits.
 
@@ -60,6 +85,11 @@ class SegmentationTask(BaseTask):
         input_size: (height, width) images are resized to before the network at prediction time (the data
             module's ``resize``, linked); None = as they come. Saved in the checkpoint, so predictions on
             new images see what training saw.
+        loss: ``(ignore_index, class_weights) -> loss module`` (``densevision.tasks.losses``; in YAML a
+            ``class_path`` with the loss's own ``init_args``); None = ``CrossEntropy``.
+        sliding_window: options of ``sliding_window_inference`` (``window_size``, ``overlap``, ``blend``,
+            ``batch_size``, ``flip_tta``) for validation, test and prediction: images larger than the
+            training crops are predicted tile by tile. None = whole images.
     """
 
     def __init__(
@@ -73,6 +103,8 @@ class SegmentationTask(BaseTask):
         class_weights: Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,
         input_size: tuple[int, int] | None = None,
+        loss: LossFactory | None = None,
+        sliding_window: SlidingWindow | None = None,
     ) -> None:
         super().__init__(model, optimizer, lr_scheduler)
         self.save_config_hyperparameters()
@@ -86,6 +118,8 @@ class SegmentationTask(BaseTask):
             raise ValueError(f"got {len(class_weights)} class_weights for num_classes={num_classes}")
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", weights)
+        self.criterion = (loss or CrossEntropy)(ignore_index, weights)
+        self.sliding_window = _check_sliding_window(sliding_window)
         # torchmetrics drops pixels equal to ignore_index before counting.
         self.confusion = nn.ModuleDict(
             {
@@ -99,9 +133,14 @@ class SegmentationTask(BaseTask):
         return self.model(images)
 
     def loss(self, logits: Tensor, masks: Tensor) -> Tensor:
-        """Cross-entropy over pixels that are not ``ignore_index``, weighted by ``class_weights``."""
-        ignore = -100 if self.ignore_index is None else self.ignore_index
-        return F.cross_entropy(logits, masks, weight=self.class_weights, ignore_index=ignore)
+        """The configured loss over pixels that are not ``ignore_index``, weighted by ``class_weights``."""
+        return self.criterion(logits, masks)
+
+    def predict_logits(self, images: Tensor) -> Tensor:
+        """(N, 3, H, W) -> (N, C, H, W) logits for evaluation: tile by tile with ``sliding_window``."""
+        if self.sliding_window is None:
+            return self(images)
+        return sliding_window_inference(self.model, images, **self.sliding_window)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss = self.loss(self(batch["image"]), batch["mask"])
@@ -109,7 +148,7 @@ class SegmentationTask(BaseTask):
         return loss
 
     def _eval_step(self, batch: dict, stage: str) -> None:
-        logits = resize_logits(self(batch["image"]), batch["mask"].shape[-2:])
+        logits = resize_logits(self.predict_logits(batch["image"]), batch["mask"].shape[-2:])
         self.log(f"{stage}/loss", self.loss(logits, batch["mask"]), on_epoch=True, batch_size=len(logits))
         self.confusion[stage].update(logits.argmax(1), batch["mask"])
 
@@ -122,7 +161,7 @@ class SegmentationTask(BaseTask):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """-> the batch plus ``prediction`` (N, H, W) class indices."""
         size = batch["mask"].shape[-2:] if "mask" in batch else batch["image"].shape[-2:]
-        return {**batch, "prediction": resize_logits(self(batch["image"]), size).argmax(1)}
+        return {**batch, "prediction": resize_logits(self.predict_logits(batch["image"]), size).argmax(1)}
 
     def _eval_epoch_end(self, stage: str) -> None:
         confusion = self.confusion[stage].compute().cpu()

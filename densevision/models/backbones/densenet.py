@@ -71,6 +71,12 @@ class DenseNet(nn.Module):
         feature_norm: tap features after the transition's BN-ReLU (True) or raw block outputs (False).
         memory_efficient: checkpoint each dense layer's concatenation (see ``DenseLayer``).
         norm_layer: normalisation layer factory, e.g. ``torchvision.ops.FrozenBatchNorm2d``.
+        output_stride: stride of the last block (None = the network's own: 32 for the ImageNet stem).
+            A smaller power of two (16, 8 for ImageNet DenseNets) keeps the later transitions' BN-ReLU
+            and 1x1 conv but replaces their pooling by ``nn.Identity``, and dilates the 3x3 convs of the
+            blocks after them by the stride they lost (DenseASPP, DeepLab): the same parameters, so
+            torchvision state dicts still load strictly, on feature maps 2x / 4x larger. Features keep
+            their stage names (``c4``, ``c5``); ``feature_info`` states their real strides.
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class DenseNet(nn.Module):
         feature_norm: bool = True,
         memory_efficient: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
+        output_stride: int | None = None,
     ) -> None:
         super().__init__()
         _check_architecture(growth_rate, block_config, compression, in_chans, num_classes)
@@ -109,20 +116,27 @@ class DenseNet(nn.Module):
 
         self.features = nn.Sequential(_build_stem(stem, in_chans, stem_channels, norm_layer, stem_stride))
         specs = [FeatureSpec("c1", stem_channels, 2)] if stem == "imagenet" else []
-        stride = 4 if stem == "imagenet" else stem_stride
+        first_stride = 4 if stem == "imagenet" else stem_stride
+        self.output_stride = _check_output_stride(output_stride, first_stride, len(block_config))
+        nominal = stride = first_stride  # nominal: the undilated network's stride, which names the stage
         channels = stem_channels
         for i, num_layers in enumerate(block_config):
             block = DenseBlock(
-                num_layers, channels, growth_rate, bn_size, drop_rate, memory_efficient, norm_layer
+                num_layers, channels, growth_rate, bn_size, drop_rate, memory_efficient, norm_layer,
+                dilation=nominal // stride,
             )
             self.features.add_module(f"denseblock{i + 1}", block)
             channels = block.out_channels
-            specs.append(FeatureSpec(feature_name(stride), channels, stride))
+            specs.append(FeatureSpec(feature_name(nominal), channels, stride))
             if i < len(block_config) - 1:
                 out = int(math.floor(channels * compression))
                 trans = Transition(channels, out, transition_pool, drop_rate, norm_layer, memory_efficient)
+                if stride * 2 > self.output_stride:
+                    trans.pool = nn.Identity()  # no parameters: the state dict is unchanged
+                else:
+                    stride *= 2
                 self.features.add_module(f"transition{i + 1}", trans)
-                channels, stride = out, stride * 2
+                channels, nominal = out, nominal * 2
         if final_norm:
             self.features.add_module(f"norm{len(block_config) + 1}", norm_layer(channels))
         self.num_features = channels
@@ -218,6 +232,20 @@ def _check_architecture(
         raise ValueError(f"in_chans must be >= 1, got {in_chans}")
     if num_classes < 0:
         raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+
+
+def _check_output_stride(output_stride: int | None, first_stride: int, num_blocks: int) -> int:
+    """The last block's stride: ``output_stride``, or the undilated network's when None."""
+    full = first_stride * 2 ** (num_blocks - 1)
+    if output_stride is None:
+        return full
+    allowed = [first_stride * 2**i for i in range(num_blocks)]
+    if output_stride not in allowed:
+        raise ValueError(
+            f"output_stride must be one of {allowed} for this DenseNet (its first block runs at stride "
+            f"{first_stride}, its last at {full} without dilation), got {output_stride!r}"
+        )
+    return output_stride
 
 
 def _init_weights(model: nn.Module) -> None:
@@ -319,8 +347,10 @@ def imagenet_densenet(
     drop_rate: float = 0.0,
     memory_efficient: bool = False,
     norm_layer: NormLayer = nn.BatchNorm2d,
+    output_stride: int = 32,
 ) -> DenseNet:
-    """An ImageNet DenseNet by name (``densenet121`` ...), with optional local weights."""
+    """An ImageNet DenseNet by name (``densenet121`` ...), with optional local weights; ``output_stride``
+    16 or 8 dilates the last blocks (see ``DenseNet``)."""
     if name not in _IMAGENET_CONFIGS:
         raise ValueError(f"unknown ImageNet DenseNet {name!r}; choose one of {list(_IMAGENET_CONFIGS)}")
     growth_rate, block_config, stem_channels = _IMAGENET_CONFIGS[name]
@@ -337,6 +367,7 @@ def imagenet_densenet(
         drop_rate=drop_rate,
         memory_efficient=memory_efficient,
         norm_layer=norm_layer,
+        output_stride=output_stride,
     )
 
 
@@ -353,8 +384,10 @@ def cifar_densenet(
     drop_rate: float = 0.0,
     memory_efficient: bool = False,
     norm_layer: NormLayer = nn.BatchNorm2d,
+    output_stride: int = 4,
 ) -> DenseNet:
-    """CIFAR DenseNet (``bottleneck=False``) or DenseNet-BC of the given depth, 3 blocks (paper Table 2)."""
+    """CIFAR DenseNet (``bottleneck=False``) or DenseNet-BC of the given depth, 3 blocks (paper Table 2);
+    ``output_stride`` 2 or 1 dilates the last blocks (see ``DenseNet``)."""
     layers_per_block, remainder = divmod(depth - 4, 6 if bottleneck else 3)
     if remainder or layers_per_block < 1:
         kind = "6n+4 for DenseNet-BC" if bottleneck else "3n+4 for DenseNet"
@@ -374,6 +407,7 @@ def cifar_densenet(
         drop_rate=drop_rate,
         memory_efficient=memory_efficient,
         norm_layer=norm_layer,
+        output_stride=output_stride,
     )
 
 
@@ -420,7 +454,7 @@ WeightsArg = str | Path | None
 def densenet121(
     *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
     out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 32,
 ) -> DenseNet:
     """DenseNet-121: k=32, blocks (6, 12, 24, 16); 7,978,856 parameters with 1000 classes."""
     return imagenet_densenet("densenet121", **locals())
@@ -430,7 +464,7 @@ def densenet121(
 def densenet161(
     *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
     out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 32,
 ) -> DenseNet:
     """DenseNet-161: k=48, blocks (6, 12, 36, 24), 96-channel stem; 28,681,000 parameters."""
     return imagenet_densenet("densenet161", **locals())
@@ -440,7 +474,7 @@ def densenet161(
 def densenet169(
     *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
     out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 32,
 ) -> DenseNet:
     """DenseNet-169: k=32, blocks (6, 12, 32, 32); 14,149,480 parameters."""
     return imagenet_densenet("densenet169", **locals())
@@ -450,7 +484,7 @@ def densenet169(
 def densenet201(
     *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
     out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 32,
 ) -> DenseNet:
     """DenseNet-201: k=32, blocks (6, 12, 48, 32); 20,013,928 parameters."""
     return imagenet_densenet("densenet201", **locals())
@@ -460,7 +494,7 @@ def densenet201(
 def densenet264(
     *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
     out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 32,
 ) -> DenseNet:
     """DenseNet-264: k=32, blocks (6, 12, 64, 48) (paper Table 1; not in torchvision)."""
     return imagenet_densenet("densenet264", **locals())
@@ -470,7 +504,7 @@ def densenet264(
 def densenet40_k12(
     *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
     out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 4,
 ) -> DenseNet:
     """CIFAR DenseNet, L=40, k=12 (paper: 1.0M parameters)."""
     return cifar_densenet(40, 12, bottleneck=False, **locals())
@@ -480,7 +514,7 @@ def densenet40_k12(
 def densenet100_k12(
     *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
     out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 4,
 ) -> DenseNet:
     """CIFAR DenseNet, L=100, k=12 (paper: 7.0M parameters)."""
     return cifar_densenet(100, 12, bottleneck=False, **locals())
@@ -490,7 +524,7 @@ def densenet100_k12(
 def densenet100_k24(
     *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
     out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 4,
 ) -> DenseNet:
     """CIFAR DenseNet, L=100, k=24 (paper: 27.2M parameters)."""
     return cifar_densenet(100, 24, bottleneck=False, **locals())
@@ -500,7 +534,7 @@ def densenet100_k24(
 def densenet_bc100_k12(
     *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
     out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 4,
 ) -> DenseNet:
     """CIFAR DenseNet-BC, L=100, k=12 (paper: 0.8M parameters)."""
     return cifar_densenet(100, 12, bottleneck=True, **locals())
@@ -510,7 +544,7 @@ def densenet_bc100_k12(
 def densenet_bc250_k24(
     *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
     out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 4,
 ) -> DenseNet:
     """CIFAR DenseNet-BC, L=250, k=24 (paper: 15.3M parameters)."""
     return cifar_densenet(250, 24, bottleneck=True, **locals())
@@ -520,7 +554,7 @@ def densenet_bc250_k24(
 def densenet_bc190_k40(
     *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
     out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 4,
 ) -> DenseNet:
     """CIFAR DenseNet-BC, L=190, k=40 (paper: 25.6M parameters)."""
     return cifar_densenet(190, 40, bottleneck=True, **locals())

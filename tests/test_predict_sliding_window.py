@@ -1,0 +1,42 @@
+"""Prediction tile by tile: ``predict(..., sliding_window=...)`` and ``densevision predict --window-size``
+give the whole-image masks of a pointwise model while the model only sees window-sized inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from densevision.cli import main
+from densevision.inference.predict import predict
+from tests.models.test_sliding_window import Recording
+from tests.test_predict import _expected_mask, images, write_run  # noqa: F401 (images is a fixture)
+
+
+def test_predict_with_a_sliding_window_calls_the_model_on_windows_only(tmp_path, images):  # noqa: F811
+    model = Recording(nn.Conv2d(3, 4, 1).eval())
+    files = sorted(images.iterdir())
+    predict(model, files, tmp_path / "out", optimize=False, sliding_window={"window_size": (16, 16)},
+            log=lambda *_: None)  # fmt: skip
+    assert model.shapes and all(shape[-2:] == (16, 16) for shape in model.shapes)
+    for file in files:
+        mask = np.array(Image.open(tmp_path / "out" / "masks" / f"{file.stem}.png"))
+        np.testing.assert_array_equal(mask, _expected_mask(model.model, file))
+
+
+def test_predict_command_takes_a_window_size(tmp_path, images):  # noqa: F811
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 1).eval()
+    init_args = {"in_channels": 3, "out_channels": 4, "kernel_size": 1}
+    ckpt = write_run(tmp_path / "run", conv, "torch.nn.Conv2d", init_args)
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(ckpt), "--input", str(images), "--output", str(out), "--no-optimize"]
+    assert main(["predict", *args, "--window-size", "16", "20"]) == 0
+    for file in sorted(images.iterdir()):
+        mask = np.array(Image.open(out / "masks" / f"{file.stem}.png"))
+        np.testing.assert_array_equal(mask, _expected_mask(conv, file))
+    # the window reaches sliding_window_inference (whose check refuses this one)
+    with pytest.raises(ValueError, match=r"window_size must be a positive int .*got \(0, 16\)"):
+        main(["predict", *args, "--window-size", "0", "16"])
