@@ -24,34 +24,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from densevision.models.backbones.common import EffectiveSE, FeatureBackbone, load_backbone_weights
+from densevision.models.backbones.common import (
+    ConvBNReLU,
+    EffectiveSE,
+    FeatureBackbone,
+    load_backbone_weights,
+)
 from densevision.models.features import FeatureSpec
 from densevision.models.layers import NormLayer
 from densevision.models.registry import register_model
 
 WeightsArg = str | Path | None
-
-
-class ConvBNReLU(nn.Module):
-    """Conv (no bias) -> norm -> ReLU, ``padding = kernel_size // 2``; modules ``conv`` and ``bn`` (timm's
-    ``ConvNormAct`` names). ``relu=False`` leaves out the activation."""
-
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-        groups: int = 1, norm_layer: NormLayer = nn.BatchNorm2d, relu: bool = True,
-        activation: type[nn.Module] = nn.ReLU,
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups,
-            bias=False,
-        )
-        self.bn = norm_layer(out_channels)
-        self.act = activation(inplace=True) if relu else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.bn(self.conv(x))
-        return self.act(x) if self.act is not None else x
 
 
 class _OSAModule(nn.Module):
