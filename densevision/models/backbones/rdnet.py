@@ -23,7 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from densevision.models.backbones.common import EffectiveSE, FeatureBackbone, LayerNorm2d, load_backbone_weights
+from densevision.models.backbones.common import (
+    EffectiveSE,
+    FeatureBackbone,
+    LayerNorm2d,
+    load_backbone_weights,
+)
 from densevision.models.features import FeatureSpec, feature_name
 from densevision.models.registry import register_model
 
@@ -34,7 +39,9 @@ class _RDNetLayer(nn.Module):
     """One dense layer: concat -> 7x7 depthwise conv -> LayerNorm -> 1x1 (x ``expansion``) -> GELU -> 1x1
     to ``growth_rate`` -> [effective SE] -> layer scale. Returns only the new maps."""
 
-    def __init__(self, in_channels: int, growth_rate: int, expansion: float, ese: bool, ls_init: float) -> None:
+    def __init__(
+        self, in_channels: int, growth_rate: int, expansion: float, ese: bool, ls_init: float
+    ) -> None:
         super().__init__()
         hidden = int(in_channels * expansion / 8) * 8
         self.conv_dw = nn.Conv2d(in_channels, in_channels, kernel_size=7, padding=3, groups=in_channels)

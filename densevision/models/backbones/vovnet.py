@@ -207,7 +207,8 @@ def load_vovnet_weights(model: VoVNet, weights: str | Path) -> None:
     """
     load_backbone_weights(
         model, weights, remap_timm_vovnet_keys, first_conv="stem.0.conv.weight",
-        example="torch.save(timm.create_model('ese_vovnet39b', pretrained=True).state_dict(), 'vovnet39.pth')",
+        example="torch.save(timm.create_model('ese_vovnet39b', pretrained=True).state_dict(), "
+        "'vovnet39.pth')",
     )
 
 
