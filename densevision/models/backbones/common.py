@@ -159,6 +159,11 @@ class FeatureBackbone(nn.Module):
         freeze early stages for detection)."""
         raise NotImplementedError
 
+    def load_weights(self, weights: str | Path) -> None:
+        """Load a local state dict into this model through the family's loader (used by the detectors'
+        ``weights_backbone``)."""
+        raise NotImplementedError
+
     def pool_features(self, last: Tensor) -> Tensor:
         """(N, num_features, h, w) -> (N, num_features): global average (RDNet normalises it too)."""
         return torch.flatten(F.adaptive_avg_pool2d(last, 1), 1)

@@ -243,6 +243,9 @@ class HarDNet(FeatureBackbone):
     def pool_features(self, last: Tensor) -> Tensor:
         return self.head_drop(super().pool_features(last))
 
+    def load_weights(self, weights: str | Path) -> None:
+        load_hardnet_weights(self, weights)
+
     def stage_groups(self) -> list[list[nn.Module]]:
         groups: list[list[nn.Module]] = [[self.stem, self.stem_downsample], []]
         for i, stage in enumerate(self.stages):

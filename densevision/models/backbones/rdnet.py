@@ -187,6 +187,9 @@ class RDNet(FeatureBackbone):
         pooled = self.head_norm(pooled) if self.head_norm is not None else pooled
         return self.head_drop(pooled)
 
+    def load_weights(self, weights: str | Path) -> None:
+        load_rdnet_weights(self, weights)
+
     def stage_groups(self) -> list[list[nn.Module]]:
         groups: list[list[nn.Module]] = [[self.stem], []]
         for i, stage in enumerate(self.stages):

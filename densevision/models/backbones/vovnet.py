@@ -178,6 +178,9 @@ class VoVNet(FeatureBackbone):
     def pool_features(self, last: Tensor) -> Tensor:
         return self.head_drop(super().pool_features(last))
 
+    def load_weights(self, weights: str | Path) -> None:
+        load_vovnet_weights(self, weights)
+
     def stage_groups(self) -> list[list[nn.Module]]:
         return [[self.stem], *([stage] for stage in self.stages)]
 
