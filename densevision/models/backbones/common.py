@@ -8,8 +8,9 @@ The DenseNet family (``densenet.py``) predates this module and keeps its own cop
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from densevision.models.layers import NormLayer
 from densevision.models.weights import load_state_dict_strict, load_weights_file
 
 KeyRemap = Callable[[dict[str, Tensor]], dict[str, Tensor]]
+_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 _DOWNLOAD_NAMES = {"default", "imagenet", "imagenet1k_v1", "pretrained", "true"}
 
 
@@ -78,6 +80,21 @@ class ConvBNReLU(nn.Module):
         return self.act(x) if self.act is not None else x
 
 
+@contextlib.contextmanager
+def _keep_running_stats(module: nn.Module) -> Iterator[None]:
+    """Restore BatchNorm running statistics after a checkpoint's recomputation, which runs the forward a
+    second time and must not update them twice (dropout masks repeat: the checkpoint replays the RNG)."""
+    saved = [
+        (buf, buf.clone()) for name, buf in module.named_buffers() if name.rsplit(".", 1)[-1] in _BN_STATS
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+
+
 class FeatureBackbone(nn.Module):
     """Base of the RDNet / VoVNet / HarDNet backbones: the contract of ``densevision.models.features``.
 
@@ -129,7 +146,10 @@ class FeatureBackbone(nn.Module):
 
     def _block(self, module: nn.Module, *inputs: Tensor) -> Tensor:
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return cp.checkpoint(module, *inputs, use_reentrant=False)
+            return cp.checkpoint(
+                module, *inputs, use_reentrant=False,
+                context_fn=lambda: (contextlib.nullcontext(), _keep_running_stats(module)),
+            )
         return module(*inputs)
 
     def _wants(self, name: str) -> bool:
