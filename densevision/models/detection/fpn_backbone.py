@@ -162,7 +162,7 @@ def freeze_stages(body: nn.Module, trainable_stages: int) -> None:
             module.requires_grad_(False)
 
 
-def load_backbone_weights(body: nn.Module, weights: str | Path) -> None:
+def load_body_weights(body: nn.Module, weights: str | Path) -> None:
     """Load a local file into ``body`` with its family's loader (``load_densenet_weights`` for a
     ``DenseNet``, the model's own ``load_weights`` otherwise)."""
     if isinstance(body, DenseNet):
@@ -199,7 +199,7 @@ def densenet_fpn_backbone(
             ``requires_grad=False``.
     """
     if weights is not None:
-        load_backbone_weights(body, weights)
+        load_body_weights(body, weights)
     if frozen_bn:
         convert_to_frozen_batchnorm(body)
     freeze_stages(body, len(backbone_stages(body)) if trainable_stages is None else trainable_stages)
