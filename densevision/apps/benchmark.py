@@ -4,6 +4,10 @@ Subcommands:
     backbone   densenet121 (or ``--model``) vs torchvision's: training-step time and peak training memory,
                plain and memory-efficient, and inference throughput (eager and ``optimize_for_inference``).
     depth      peak training memory of CIFAR DenseNet-BC at growing depth, plain vs memory-efficient.
+    family     registered models side by side (default DenseNet-121, RDNet-T, VoVNet-39, HarDNet-68; or
+               ``--models fchardnet70 fcdensenet56 fcdensenet103``): parameters, GFLOPs per image,
+               training-step time and eager inference latency as ratios to the first model (interleaved,
+               same run), peak training memory (allocator peak, fresh subprocess per model).
     models     any registered models (``--models fcdensenet103 ...``): parameters, GFLOPs, step time,
                peak memory plain / memory-efficient, inference throughput eager / optimised, each also
                against the model run the way torchvision runs a DenseNet (``reference_mode``: NCHW,
@@ -94,7 +98,8 @@ def build_model(
     if source == "densevision":
         from densevision.models import create_model
 
-        return create_model(name, memory_efficient=memory_efficient)
+        # only asked for when wanted: some presets (FC-HarDNet) have no memory-efficient mode
+        return create_model(name, **({"memory_efficient": True} if memory_efficient else {}))
     raise ValueError(f"model source must be 'densevision', 'torchvision' or 'reference', got {source!r}")
 
 
@@ -490,12 +495,45 @@ def run_models(args: argparse.Namespace) -> dict[str, list[Row]]:
     return {"models": rows, "inference": infer_rows}
 
 
+def run_family(args: argparse.Namespace) -> dict[str, list[Row]]:
+    """Registered models side by side, every time a ratio to the first model's in the same run."""
+    torch.manual_seed(0)
+    width = args.width or args.image_size
+    batch = torch.randn(args.batch_size, 3, args.image_size, width)
+    models = {name: build_model("densevision", name) for name in args.models}
+    train = interleaved_times({name: train_step_fn(m, batch) for name, m in models.items()}, args.repeats)
+    for model in models.values():
+        model.eval()
+    infer = interleaved_times({name: inference_fn(m, batch) for name, m in models.items()}, args.repeats)
+    base = args.models[0]
+    rows = []
+    for name, model in models.items():
+        row: Row = {"model": name, "params_m": _params_m(model),
+                    "gflops_per_image": count_gflops(model, batch[:1]),
+                    "step_s": statistics.median(train[name]),
+                    "step_vs_" + base: median_ratio(train, name, base),
+                    "infer_ms_per_image": 1000 * statistics.median(infer[name]) / args.batch_size,
+                    "infer_vs_" + base: median_ratio(infer, name, base)}
+        if not args.no_memory:
+            spec = {"source": "densevision", "name": name, "memory_efficient": False}
+            row["act_peak_mib"] = peak_train_memory_mib(spec, args.batch_size, args.image_size, width)[
+                "act_peak_mib"]
+        rows.append(row)
+    if not args.no_memory:
+        for row in rows:
+            row["mem_vs_" + base] = row["act_peak_mib"] / max(rows[0]["act_peak_mib"], 1e-6)
+    print_table(f"side by side, batch {args.batch_size} x {args.image_size}x{width}, eager fp32 (ratios: "
+                f"model / {base}, interleaved in one run)", rows)
+    return {"family": rows}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="densevision benchmark", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, helptext in (("backbone", "densevision vs torchvision DenseNet"),
                            ("depth", "peak memory vs depth (DenseNet-BC, CIFAR size)"),
-                           ("models", "registered models: params, GFLOPs, time, memory, inference")):
+                           ("models", "registered models: params, GFLOPs, time, memory, inference"),
+                           ("family", "models side by side: params, GFLOPs, time and memory ratios")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--batch-size", type=int, default=None)
         p.add_argument("--image-size", type=int, default=None)
@@ -505,7 +543,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--compile", action="store_true", help="torch.compile the optimised inference path")
         p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
         p.add_argument("--json", type=Path, default=None, help="also write the tables to this JSON file")
-        if name != "depth":
+        if name not in ("depth", "family"):
             p.add_argument("--camvid", default=None,
                            help="CamVid folder for the agreement images (default: ../shared/data/camvid "
                            "where it exists; 'none': the random timing batch)")
@@ -516,15 +554,17 @@ def _parser() -> argparse.ArgumentParser:
         if name == "depth":
             p.add_argument("--depths", type=int, nargs="+", default=[100, 250, 400])
             p.add_argument("--growth", type=int, default=12)
-        if name == "models":
-            p.add_argument("--models", nargs="+", default=["densenet121"])
+        if name in ("models", "family"):
+            default = ["densenet121"] if name == "models" else ["densenet121", "rdnet_tiny", "vovnet39",
+                                                                "hardnet68"]
+            p.add_argument("--models", nargs="+", default=default)
             p.add_argument("--width", type=int, default=None,
                            help="image width (default: --image-size, square), e.g. 480 for CamVid's 360x480")
     return parser
 
 
-_DEFAULT_SIZES = {"backbone": (8, 224), "depth": (16, 32), "models": (2, 224)}
-_QUICK_SIZES = {"backbone": (2, 64), "depth": (2, 32), "models": (2, 64)}
+_DEFAULT_SIZES = {"backbone": (8, 224), "depth": (16, 32), "models": (2, 224), "family": (8, 224)}
+_QUICK_SIZES = {"backbone": (2, 64), "depth": (2, 32), "models": (2, 64), "family": (2, 64)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -545,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
-    runner = {"backbone": run_backbone, "depth": run_depth, "models": run_models}[args.command]
+    runner = {"backbone": run_backbone, "depth": run_depth, "models": run_models,
+              "family": run_family}[args.command]
     tables = runner(args)
     if args.json:
         args.json.write_text(json.dumps(tables, indent=2, default=str))

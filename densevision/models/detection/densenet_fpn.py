@@ -171,7 +171,7 @@ def _check_detector_args(
 def densenet_fpn_detector(
     *,
     kind: DetectorKind,
-    backbone: DenseNet,
+    backbone: nn.Module,
     num_classes: int = 91,
     weights_backbone: WeightsArg = None,
     trainable_stages: int | None = None,
@@ -183,13 +183,16 @@ def densenet_fpn_detector(
     fpn_channels: int = 256,
     returned_stages: Sequence[str] | None = None,
 ) -> nn.Module:  # a Union would not be accepted as a YAML class_path target
-    """A torchvision detector on any features-only densevision ``DenseNet`` (use it for custom backbones).
+    """A torchvision detector on any features-only densevision backbone (use it for custom backbones).
 
     Args:
         kind: ``"fasterrcnn"``, ``"maskrcnn"``, ``"retinanet"`` or ``"fcos"``.
-        backbone: ``DenseNet(features_only=True, ...)`` with BatchNorm layers; it is changed in place.
+        backbone: ``DenseNet(features_only=True, ...)`` or another densevision backbone (``RDNet``,
+            ``VoVNet``, ``HarDNet``) built with ``features_only=True``; read through its
+            ``feature_info`` alone, and changed in place.
         num_classes: classes including slot 0 (labels 1..num_classes-1; see the module docstring).
-        weights_backbone: local ImageNet DenseNet state-dict file (torchvision or densevision format).
+        weights_backbone: local state-dict file for the backbone (ImageNet DenseNet: torchvision or
+            densevision format; RDNet / VoVNet: timm format).
         trainable_stages: how many of the backbone's last stages train (stem + one per dense block:
             0..5 for ImageNet DenseNets); default 3 with ``weights_backbone``, else all.
         frozen_bn: use ``FrozenBatchNorm2d`` in the backbone; default True with ``weights_backbone``, else

@@ -1,7 +1,9 @@
 """DenseNet + FPN as the backbone of torchvision's detectors, with stage freezing and frozen BatchNorm.
 
 The role of torchvision's ``BackboneWithFPN`` / ``resnet_fpn_backbone`` for a densevision ``DenseNet``
-(Huang et al., CVPR 2017) feeding its stride 4..32 features to an FPN (Lin et al., CVPR 2017).
+(Huang et al., CVPR 2017) feeding its stride 4..32 features to an FPN (Lin et al., CVPR 2017). Any other
+densevision backbone (RDNet, VoVNet, HarDNet) works the same way: only its ``feature_info`` is read, its
+weights load through its ``load_weights`` and its stages come from its ``stage_groups``.
 
 Feature names: the DenseNet returns ``c2``..``c5`` and the ``FPN`` neck ``p2``..``p7`` (keyed by stride, the
 package contract). torchvision's detectors, anchor generators and ``MultiScaleRoIAlign`` poolers expect the
@@ -38,8 +40,9 @@ class DenseNetFPNBackbone(nn.Module):
     """A features-only DenseNet followed by an ``FPN``, returning torchvision's level names.
 
     Args:
-        body: a ``DenseNet`` built with ``features_only=True`` whose ``feature_info`` includes
-            ``returned_stages``.
+        body: a densevision backbone built with ``features_only=True`` (``DenseNet``, ``RDNet``,
+            ``VoVNet``, ``HarDNet``, or any module returning a ``c*`` feature dict described by
+            ``feature_info``) whose ``feature_info`` includes ``returned_stages``.
         returned_stages: backbone features fed to the FPN, high to low resolution.
         out_channels: FPN channels (every level).
         extra_levels: FPN extra levels (``"pool"``: R-CNN P6; ``"p6p7"``: RetinaNet/FCOS P6, P7).
@@ -54,7 +57,7 @@ class DenseNetFPNBackbone(nn.Module):
 
     def __init__(
         self,
-        body: DenseNet,
+        body: nn.Module,
         *,
         returned_stages: Sequence[str] = ("c2", "c3", "c4", "c5"),
         out_channels: int = 256,
@@ -124,26 +127,57 @@ def densenet_stages(body: DenseNet) -> list[list[str]]:
     return [stage for stage in stages if stage]
 
 
-def freeze_stages(body: DenseNet, trainable_stages: int) -> None:
-    """Stop gradients to all but the last ``trainable_stages`` stages of ``body`` (see ``densenet_stages``).
+def backbone_stages(body: nn.Module) -> list[list[nn.Module]]:
+    """The modules of each stage of ``body``, first to last: a ``DenseNet``'s ``densenet_stages``, or the
+    ``stage_groups()`` of the other families (RDNet, VoVNet, HarDNet: the stem, then one group per stride).
+
+    Raises:
+        TypeError: ``body`` is neither a ``DenseNet`` nor has ``stage_groups``.
+    """
+    if isinstance(body, DenseNet):
+        return [[getattr(body.features, name) for name in stage] for stage in densenet_stages(body)]
+    if not callable(getattr(body, "stage_groups", None)):
+        raise TypeError(
+            f"cannot freeze stages of a {type(body).__name__}: it is not a densevision DenseNet and has no "
+            "stage_groups() method (the stem, then the modules of each stage)"
+        )
+    return body.stage_groups()
+
+
+def freeze_stages(body: nn.Module, trainable_stages: int) -> None:
+    """Stop gradients to all but the last ``trainable_stages`` stages of ``body`` (see ``backbone_stages``).
 
     Raises:
         ValueError: ``trainable_stages`` is outside ``[0, number of stages]``.
     """
-    stages = densenet_stages(body)
+    stages = backbone_stages(body)
     if not 0 <= trainable_stages <= len(stages):
         raise ValueError(
-            f"trainable_stages must be in [0, {len(stages)}] for this DenseNet (stem + "
-            f"{len(stages) - 1} dense blocks; {len(stages)} = all trainable, 0 = all frozen), "
+            f"trainable_stages must be in [0, {len(stages)}] for this {type(body).__name__} (stem + "
+            f"{len(stages) - 1} stages; {len(stages)} = all trainable, 0 = all frozen), "
             f"got {trainable_stages}"
         )
     for stage in stages[: len(stages) - trainable_stages]:
-        for name in stage:
-            getattr(body.features, name).requires_grad_(False)
+        for module in stage:
+            module.requires_grad_(False)
+
+
+def load_body_weights(body: nn.Module, weights: str | Path) -> None:
+    """Load a local file into ``body`` with its family's loader (``load_densenet_weights`` for a
+    ``DenseNet``, the model's own ``load_weights`` otherwise)."""
+    if isinstance(body, DenseNet):
+        load_densenet_weights(body, weights)
+    elif callable(getattr(body, "load_weights", None)):
+        body.load_weights(weights)
+    else:
+        raise TypeError(
+            f"weights_backbone={str(weights)!r}: a {type(body).__name__} has no weight loader; load the "
+            "weights into the backbone yourself and pass weights_backbone=None"
+        )
 
 
 def densenet_fpn_backbone(
-    body: DenseNet,
+    body: nn.Module,
     *,
     returned_stages: Sequence[str] = ("c2", "c3", "c4", "c5"),
     extra_levels: ExtraLevels = "pool",
@@ -155,18 +189,20 @@ def densenet_fpn_backbone(
     """Load weights into ``body``, optionally freeze its BatchNorm and early stages, and add an FPN.
 
     Args:
-        body: features-only ``DenseNet`` (BatchNorm layers, so that ``weights`` load strictly).
+        body: features-only densevision backbone (``DenseNet``, ``RDNet``, ``VoVNet``, ``HarDNet``) with
+            BatchNorm layers where it has any, so that ``weights`` load strictly.
         returned_stages, extra_levels, out_channels: see ``DenseNetFPNBackbone``.
-        weights: local state-dict file of an ImageNet DenseNet (torchvision or densevision format).
+        weights: local state-dict file for ``body`` (an ImageNet DenseNet in torchvision or densevision
+            format; timm format for RDNet and VoVNet).
         frozen_bn: replace BatchNorm by ``FrozenBatchNorm2d`` after loading (small detection batches).
         trainable_stages: how many of the last stages train (``None``: all); the rest get
             ``requires_grad=False``.
     """
     if weights is not None:
-        load_densenet_weights(body, weights)
+        load_body_weights(body, weights)
     if frozen_bn:
         convert_to_frozen_batchnorm(body)
-    freeze_stages(body, len(densenet_stages(body)) if trainable_stages is None else trainable_stages)
+    freeze_stages(body, len(backbone_stages(body)) if trainable_stages is None else trainable_stages)
     return DenseNetFPNBackbone(
         body, returned_stages=returned_stages, out_channels=out_channels, extra_levels=extra_levels
     )

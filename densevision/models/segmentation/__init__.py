@@ -1,5 +1,5 @@
-"""Segmentation models: FC-DenseNet (Tiramisu), the Tiramisu decoder on DenseNet backbones, DenseASPP and
-DeepLabV3+ on dilated DenseNets, and sliding-window inference for images larger than the training crops."""
+"""Segmentation models: FC-DenseNet (Tiramisu), FC-HarDNet, the Tiramisu decoder on any backbone, DenseASPP
+and DeepLabV3+ on dilated DenseNets, and sliding-window inference for images larger than the training crops."""
 
 from densevision.models.segmentation.decoder import TiramisuDecoder
 from densevision.models.segmentation.deeplabv3plus import (
@@ -16,6 +16,13 @@ from densevision.models.segmentation.denseaspp import (
     denseaspp_densenet161,
     denseaspp_densenet169,
     denseaspp_densenet201,
+)
+from densevision.models.segmentation.fchardnet import (
+    FCHarDNet,
+    fchardnet70,
+    tiramisu_hardnet68,
+    tiramisu_rdnet_tiny,
+    tiramisu_vovnet39,
 )
 from densevision.models.segmentation.tiramisu import (
     FCDenseNet,
@@ -36,8 +43,13 @@ __all__ = [
     "DenseASPP",
     "DenseASPPHead",
     "FCDenseNet",
+    "FCHarDNet",
     "TiramisuDecoder",
     "TiramisuSegmenter",
+    "fchardnet70",
+    "tiramisu_hardnet68",
+    "tiramisu_rdnet_tiny",
+    "tiramisu_vovnet39",
     "deeplabv3plus_densenet",
     "deeplabv3plus_densenet121",
     "deeplabv3plus_densenet161",
@@ -49,10 +61,14 @@ __all__ = [
     "fcdensenet56",
     "fcdensenet67",
     "fcdensenet103",
+    "fchardnet70",
     "tiramisu_densenet",
     "tiramisu_densenet121",
     "tiramisu_densenet161",
     "tiramisu_densenet169",
     "tiramisu_densenet201",
     "tiramisu_densenet264",
+    "tiramisu_hardnet68",
+    "tiramisu_rdnet_tiny",
+    "tiramisu_vovnet39",
 ]
