@@ -1,5 +1,5 @@
-"""Segmentation models: FC-DenseNet (Tiramisu), FC-HarDNet, the Tiramisu decoder on any backbone, DenseASPP
-and DeepLabV3+ on dilated DenseNets, and sliding-window inference for images larger than the training crops."""
+"""Segmentation models: FC-DenseNet (Tiramisu), FC-HarDNet, the Tiramisu decoder on any backbone,
+DenseASPP and DeepLabV3+ on dilated DenseNets, and sliding-window inference for large images."""
 
 from densevision.models.segmentation.decoder import TiramisuDecoder
 from densevision.models.segmentation.deeplabv3plus import (
