@@ -311,8 +311,9 @@ class _FusedDenseBlock(torch.autograd.Function):
     as booleans, drawn as ``F.dropout`` draws them in the module path's layout. Outputs, gradients and
     running statistics equal the module path's to float rounding.
 
-    The parameters and the block buffer (whose view is the output) are saved with
-    ``save_for_backward``, so autograd's version counters catch in-place changes to them. The per-layer
+    The parameters and the output (the block buffer) are saved with ``save_for_backward``, so autograd's
+    version counters catch in-place changes to them: changing the output in place before backward raises
+    autograd's error here, where the module path (which saves no concatenation it returns) allows it. The per-layer
     activations are private to this function (nothing else holds them) and stay on ``ctx``, so that
     backward can free each layer's as soon as it is used, unless the graph is retained.
     """
@@ -324,7 +325,10 @@ class _FusedDenseBlock(torch.autograd.Function):
         layers = list(block.values())
         eps = _stages(layers[0])[0].eps
         mask_format = _memory_format(x)
-        raw = x.new_empty((count, block.out_channels))
+        # the output itself, not a view of a buffer (autograd forbids in-place changes of a view that a
+        # custom Function returns); raw is its (N*H*W, C) rows
+        output = torch.empty((n, block.out_channels, h, w), dtype=x.dtype, memory_format=torch.channels_last)
+        raw = _rows(output)
         _image(raw[:, :c0], n, h, w).copy_(x)
         # per-channel batch statistics of the whole buffer, filled as maps arrive; layers read prefixes
         means, variances, invstds = (x.new_empty(block.out_channels) for _ in range(3))
@@ -360,13 +364,14 @@ class _FusedDenseBlock(torch.autograd.Function):
             records.append(record)
             c += k
         ctx.block, ctx.records, ctx.shape = block, records, (n, h, w)
-        ctx.save_for_backward(raw, means, invstds, *params)
-        return _image(raw, n, h, w)
+        ctx.save_for_backward(output, means, invstds, *params)
+        return output
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        raw, mean, invstd, *params = ctx.saved_tensors  # unpacking checks the version counters
+        output, mean, invstd, *params = ctx.saved_tensors  # unpacking checks the version counters
+        raw = _rows(output)
         n, h, w = ctx.shape
         layers = list(ctx.block.values())
         bounds = [0, *itertools.accumulate(3 + 3 * layer.has_bottleneck for layer in layers)]

@@ -10,11 +10,10 @@ hand its forward to ``densevision.models.fused_dense_block`` on the CPU, which r
 keeps this path's contracts and otherwise returns ``None`` so that this code runs.
 """
 
-from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import List, Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,29 +46,38 @@ def set_fast_path(model: nn.Module, enabled: bool) -> nn.Module:
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-@contextlib.contextmanager
-def _frozen_running_stats(module: nn.Module) -> Iterator[None]:
+class _FrozenRunningStats:
     """Restore BatchNorm running statistics after the block: a checkpoint's recomputation runs the
-    forward a second time, which must not update them twice."""
-    saved = [(buf, buf.clone()) for name, buf in module.named_buffers() if name.split(".")[-1] in _BN_STATS]
-    try:
-        yield
-    finally:
+    forward a second time, which must not update them twice. Only the norms inside the checkpoint: a
+    restore bumps a buffer's version, which would fail a retained graph's second backward through a BN
+    outside it that saved the buffer. Re-enterable: the checkpoint reuses its recomputation context for
+    every backward of a retained graph."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.saved: list[tuple[Tensor, Tensor]] = []
+
+    def __enter__(self) -> None:
+        self.saved = [(buf, buf.clone()) for name, buf in self.module.named_buffers()
+                      if name.split(".")[-1] in _BN_STATS]
+
+    def __exit__(self, *exc: object) -> None:
         with torch.no_grad():
-            for buf, value in saved:
+            for buf, value in self.saved:
                 buf.copy_(value)
+        self.saved = []
 
 
 def _checkpoint(module: nn.Module, fn: Callable[..., Tensor], *inputs: Tensor) -> Tensor:
-    """``fn(*inputs)`` recomputed in backward instead of stored; ``module``'s BN running statistics are
-    updated once (dropout masks repeat: the checkpoint replays the random state)."""
+    """``fn(*inputs)`` recomputed in backward instead of stored; the BN running statistics in ``module``
+    (the norms ``fn`` runs) are updated once (dropout masks repeat: the checkpoint replays the random state)."""
     if torch.compiler.is_compiling():
         # Dynamo cannot trace a context_fn; AOTAutograd recomputes only pure ops, so the running
         # statistics are updated once without it.
         return cp.checkpoint(fn, *inputs, use_reentrant=False)
     return cp.checkpoint(
         fn, *inputs, use_reentrant=False,
-        context_fn=lambda: (contextlib.nullcontext(), _frozen_running_stats(module)),
+        context_fn=lambda: (contextlib.nullcontext(), _FrozenRunningStats(module)),
     )
 
 
@@ -121,12 +129,17 @@ class DenseLayer(nn.Module):
         return self.conv2(self.relu2(self.norm2(concat)))
 
     @torch.jit.unused
-    def _checkpointed_first_stage(self, inputs: list[Tensor]) -> Tensor:
-        return _checkpoint(self, lambda *maps: self._first_stage(torch.cat(maps, 1)), *inputs)
+    def _checkpoints(self, inputs: List[Tensor]) -> bool:  # noqa: UP006
+        return self.memory_efficient and _checkpoint_applies(inputs)
 
-    def forward(self, inputs: list[Tensor]) -> Tensor:
+    @torch.jit.unused
+    def _checkpointed_first_stage(self, inputs: List[Tensor]) -> Tensor:  # noqa: UP006
+        first_norm = self.norm1 if self.has_bottleneck else self.norm2
+        return _checkpoint(first_norm, lambda *maps: self._first_stage(torch.cat(maps, 1)), *inputs)
+
+    def forward(self, inputs: List[Tensor]) -> Tensor:  # noqa: UP006 (TorchScript reads typing.List)
         """(N, C_i, H, W) maps -> (N, growth_rate, H, W) new maps."""
-        if self.memory_efficient and not torch.jit.is_scripting() and _checkpoint_applies(inputs):
+        if not torch.jit.is_scripting() and self._checkpoints(inputs):
             out = self._checkpointed_first_stage(inputs)
         else:
             out = self._first_stage(torch.cat(inputs, 1))
@@ -137,11 +150,10 @@ class DenseLayer(nn.Module):
         return out
 
 
-@torch.jit.unused
-def _checkpoint_applies(inputs: list[Tensor]) -> bool:
+def _checkpoint_applies(inputs: Sequence[Tensor]) -> bool:
     """Checkpoint where a gradient will flow, in eager mode: an fx graph records the ops themselves
-    (checkpointing them is then the graph's business). TorchScript cannot run a checkpoint: callers ask
-    ``torch.jit.is_scripting()`` first."""
+    (checkpointing them is then the graph's business). TorchScript cannot run a checkpoint: its callers
+    are ``torch.jit.unused``."""
     if not torch.is_grad_enabled() or isinstance(inputs[0], torch.fx.Proxy):
         return False
     return any(t.requires_grad for t in inputs)
@@ -235,10 +247,14 @@ class Transition(nn.Sequential):
         return self.forward_reduce(self.forward_norm(x))
 
     @torch.jit.unused
+    def _checkpoints(self, x: Tensor) -> bool:
+        return self.memory_efficient and self.training and _checkpoint_applies([x])
+
+    @torch.jit.unused
     def _checkpointed_forward(self, x: Tensor) -> Tensor:
-        return _checkpoint(self, self._forward, x)
+        return _checkpoint(self.norm, self._forward, x)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.memory_efficient and self.training and not torch.jit.is_scripting() and _checkpoint_applies([x]):
+        if not torch.jit.is_scripting() and self._checkpoints(x):
             return self._checkpointed_forward(x)
         return self._forward(x)

@@ -140,6 +140,13 @@ class DenseNet(nn.Module):
         self.classifier = nn.Linear(channels, num_classes) if self.num_classes > 0 else None
         _init_weights(self)
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        raise RuntimeError(
+            f"{type(self).__name__} cannot be compiled by torch.jit.script: forward_features picks and taps "
+            "its stages with Python control flow (getattr by name, a dict of features). Use torch.jit.trace, "
+            "torch.export or torch.fx.symbolic_trace; its DenseBlock and Transition modules script alone."
+        )
+
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(
