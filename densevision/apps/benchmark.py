@@ -6,7 +6,7 @@ Subcommands:
     depth      peak training memory of CIFAR DenseNet-BC at growing depth, plain vs memory-efficient.
     models     any registered models (``--models fcdensenet103 ...``): parameters, GFLOPs, step time,
                peak memory plain / memory-efficient, inference throughput eager / optimised, each also
-               against the model run the way torchvision runs a DenseNet (``set_fast_path(model, False)``: NCHW,
+               against the model run the way torchvision runs a DenseNet (``set_fast_path(m, False)``: NCHW,
                per-layer concatenation, module by module), the baseline where torchvision has no such
                model.
 

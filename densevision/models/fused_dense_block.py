@@ -118,8 +118,10 @@ def _layer_reason(layer: DenseLayer) -> str | None:
         return "ReLU replaced"
     convs = [(layer.conv1, 1), (layer.conv2, 3)] if layer.has_bottleneck else [(layer.conv2, 3)]
     for conv, size in convs:
-        settings = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode)
-        if type(conv) is not nn.Conv2d or settings != ((size, size), (1, 1), (size // 2,) * 2, (1, 1), 1, "zeros"):
+        settings = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
+                    conv.padding_mode)
+        built = ((size, size), (1, 1), (size // 2, size // 2), (1, 1), 1, "zeros")
+        if type(conv) is not nn.Conv2d or settings != built:
             return f"a conv other than {size}x{size}, stride 1, same padding, no dilation, no groups"
     return None
 
@@ -145,7 +147,8 @@ def _training_reason(block: DenseBlock, x: Tensor) -> str | None:
             if norm.momentum is None or norm.running_mean is None:
                 return "cumulative BatchNorm averages"
         eps.add(_stages(layer)[0].eps)
-        if any(p.dtype != x.dtype or type(p) not in (nn.Parameter, torch.Tensor) for p in _fused_params(layer)):
+        params = _fused_params(layer)
+        if any(p.dtype != x.dtype or type(p) not in (nn.Parameter, torch.Tensor) for p in params):
             return "parameters of another dtype or tensor type"
     return None if len(eps) == 1 else "different eps"
 
@@ -312,10 +315,11 @@ class _FusedDenseBlock(torch.autograd.Function):
     running statistics equal the module path's to float rounding.
 
     The parameters and the output (the block buffer) are saved with ``save_for_backward``, so autograd's
-    version counters catch in-place changes to them: changing the output in place before backward raises
-    autograd's error here, where the module path (which saves no concatenation it returns) allows it. The per-layer
-    activations are private to this function (nothing else holds them) and stay on ``ctx``, so that
-    backward can free each layer's as soon as it is used, unless the graph is retained.
+    version counters catch in-place changes to them: changing the output in place before backward
+    raises autograd's error here, where the module path (which saves no concatenation it returns)
+    allows it. The per-layer activations are private to this function (nothing else holds them) and
+    stay on ``ctx``, so that backward can free each layer's as soon as it is used, unless the graph is
+    retained.
     """
 
     @staticmethod

@@ -13,7 +13,7 @@ keeps this path's contracts and otherwise returns ``None`` so that this code run
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import List, Literal
+from typing import List, Literal  # noqa: UP035 (TorchScript reads typing.List)
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,8 @@ class _FrozenRunningStats:
 
 def _checkpoint(module: nn.Module, fn: Callable[..., Tensor], *inputs: Tensor) -> Tensor:
     """``fn(*inputs)`` recomputed in backward instead of stored; the BN running statistics in ``module``
-    (the norms ``fn`` runs) are updated once (dropout masks repeat: the checkpoint replays the random state)."""
+    (the norms ``fn`` runs) are updated once (dropout masks repeat: the checkpoint replays the random
+    state)."""
     if torch.compiler.is_compiling():
         # Dynamo cannot trace a context_fn; AOTAutograd recomputes only pure ops, so the running
         # statistics are updated once without it.

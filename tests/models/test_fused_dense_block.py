@@ -24,7 +24,7 @@ VARIANTS = {
 variants = pytest.mark.parametrize("variant", list(VARIANTS))
 
 
-def _pair(variant: str, bn_size: int = 4, dtype: torch.dtype = torch.float64) -> tuple[DenseBlock, DenseBlock]:
+def _pair(variant: str, bn_size: int = 4, dtype: torch.dtype = torch.float64) -> tuple[DenseBlock, ...]:
     """A tiny block (fast path on) and a copy on the module path."""
     torch.manual_seed(0)
     fused = DenseBlock(3, 6, 4, bn_size, **VARIANTS[variant]).to(dtype)
@@ -87,7 +87,8 @@ def test_frozen_batchnorm_fine_tuning_takes_the_module_path(variant):
                 m.eval()
     before = fused.denselayer1.norm1.running_mean.clone()
     x = _x().requires_grad_()
-    assert fused_dense_block._step_aside_reason(fused, x) == "denselayer1.norm1.training differs from the block's"
+    reason = fused_dense_block._step_aside_reason(fused, x)
+    assert reason == "denselayer1.norm1.training differs from the block's"
     out = _step(fused, x)
     torch.testing.assert_close(out, _step(reference, x))
     _assert_same(fused, reference)
@@ -176,7 +177,8 @@ def test_in_place_changes_before_backward_raise_the_version_counter_error(varian
     memory-efficient block (whose module path checkpoint recomputes with the changed weight)."""
     fused, reference = _pair(variant)
     x = _x().requires_grad_()
-    blocks = (fused,) if where == "output" or (where, variant) == ("conv1", "memory_efficient") else (fused, reference)
+    fused_only = where == "output" or (where, variant) == ("conv1", "memory_efficient")
+    blocks = (fused,) if fused_only else (fused, reference)
     for block in blocks:
         out = _seeded(block, x)
         if where == "output":

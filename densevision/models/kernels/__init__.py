@@ -97,7 +97,8 @@ def _compiler_identity(compiler: list[str]) -> str:
 
 def _cpu_key() -> str:
     """The CPU's feature flags (x86 ``flags``, aarch64 ``Features``) and model identification."""
-    keep = ("flags", "Features", "CPU implementer", "CPU architecture", "CPU variant", "CPU part", "model name")
+    keep = ("flags", "Features", "CPU implementer", "CPU architecture", "CPU variant", "CPU part",
+            "model name")
     found: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -181,7 +182,9 @@ def normalize_rows(x: Tensor, mean: Tensor, invstd: Tensor) -> Tensor:
     return (x - mean).mul_(invstd)
 
 
-def affine_relu_rows_reference(x: Tensor, mean: Tensor, invstd: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
+def affine_relu_rows_reference(
+    x: Tensor, mean: Tensor, invstd: Tensor, gamma: Tensor, beta: Tensor
+) -> Tensor:
     """The ATen code of ``affine_relu_rows`` (NaN stays NaN, as in ``torch.relu``)."""
     return torch.addcmul(beta, normalize_rows(x, mean, invstd), gamma).relu_().to(x.dtype).contiguous()
 
