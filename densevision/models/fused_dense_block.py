@@ -17,8 +17,8 @@ the first that would not hold (``None``: run fused):
   AD, no tensor subclasses;
 - no module hooks (on any submodule of the block, or global), no parametrisations, no replaced
   ``forward``; only ``DenseLayer``, ``nn.BatchNorm2d`` (and ``FrozenBatchNorm2d`` in eval), ``nn.ReLU``
-  and ``nn.Conv2d`` with the settings the block builds (1x1 / 3x3, stride 1, padding 0 / 1, no
-  dilation, no groups, no bias);
+  and ``nn.Conv2d``, in training with the settings the block builds (1x1 / 3x3, stride 1, padding 0 /
+  1, no dilation, no groups, no bias; evaluation calls the conv modules, so any settings run);
 - one ``training`` flag for the block and everything in it (frozen-BN fine-tuning runs the module path);
 - in training: float32 / float64 without autocast, BatchNorm with running statistics and a momentum, one
   eps, more than one value per channel (torch raises its own error for one), dropout below 1;
@@ -105,23 +105,28 @@ def _module_reason(block: DenseBlock) -> str | None:
     for name, layer in block.items():
         if type(layer) is not DenseLayer:
             return f"{name} is a {type(layer).__name__}"
-        reason = _layer_reason(layer)
+        reason = _layer_reason(layer, block.training)
         if reason is not None:
             return f"{name}: {reason}"
     return None
 
 
-def _layer_reason(layer: DenseLayer) -> str | None:
-    """The convs and ReLUs the layer builds, with the settings it builds them with."""
+def _layer_reason(layer: DenseLayer, training: bool) -> str | None:
+    """The convs and ReLUs the layer builds; in training also the settings it builds the convs with
+    (evaluation calls the conv modules themselves, so a dilated or folded conv runs as it is)."""
     relus = [layer.relu1, layer.relu2] if layer.has_bottleneck else [layer.relu2]
     if any(type(relu) is not nn.ReLU for relu in relus):
         return "ReLU replaced"
     convs = [(layer.conv1, 1), (layer.conv2, 3)] if layer.has_bottleneck else [(layer.conv2, 3)]
     for conv, size in convs:
+        if type(conv) is not nn.Conv2d:
+            return "a conv other than nn.Conv2d"
+        if not training:
+            continue
         settings = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
                     conv.padding_mode)
         built = ((size, size), (1, 1), (size // 2, size // 2), (1, 1), 1, "zeros")
-        if type(conv) is not nn.Conv2d or settings != built:
+        if settings != built:
             return f"a conv other than {size}x{size}, stride 1, same padding, no dilation, no groups"
     return None
 

@@ -272,12 +272,15 @@ def test_parametrised_weights_take_the_module_path(variant):
 
 @variants
 def test_dilated_conv_takes_the_module_path(variant):
-    """A 3x3 conv changed to dilation 2 (padding 2, the same size) after construction."""
+    """A 3x3 conv changed to dilation 2 (padding 2, the same size) after construction: training takes the
+    module path, evaluation stays fused; both give the module path's results."""
     fused, reference = _pair(variant)
     for block in (fused, reference):
         block.denselayer2.conv2.dilation, block.denselayer2.conv2.padding = (2, 2), (2, 2)
     x = _x()
     assert "no dilation" in fused_dense_block._step_aside_reason(fused, x)
+    with torch.no_grad():  # evaluation calls the dilated conv module itself: it stays fused
+        assert fused_dense_block._step_aside_reason(fused.eval(), x) is None
     for training in (True, False):
         fused.train(training), reference.train(training)
         with torch.set_grad_enabled(training):
