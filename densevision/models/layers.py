@@ -10,7 +10,8 @@ hand its forward to ``densevision.models.fused_dense_block`` on the CPU, which r
 keeps this path's contracts and otherwise returns ``None`` so that this code runs.
 """
 
-
+# No ``from __future__ import annotations`` here: TorchScript resolves the string annotations of
+# ``torch.jit.unused`` methods outside this module, so the blocks would no longer script.
 import contextlib
 from collections.abc import Callable, Sequence
 from typing import List, Literal  # noqa: UP035 (TorchScript reads typing.List)
