@@ -123,7 +123,7 @@ def test_models_state_segmentation_agreement(tmp_path, capsys, monkeypatch, requ
     tables = json.loads(out.read_text())
     rows = {row["path"]: row for row in tables["inference"]}
     eager, fp32 = rows["densevision eager fp32"], rows["densevision optimized fp32"]
-    # without a torchvision counterpart, the baseline is the model in reference_mode (NCHW, per-layer cat)
+    # without a torchvision counterpart, the baseline is the model on its module path (NCHW, per-layer cat)
     assert "speedup_vs_reference" in rows["reference eager fp32"]
     assert rows["reference eager fp32"]["max_abs_diff"] < 1e-4
     assert tables["models"][0]["time_vs_reference"] > 0
@@ -142,7 +142,7 @@ def _tiny_segmenter_or_reference(source: str, name: str, memory_efficient: bool 
     return benchmark.ReferenceModel(model) if source == "reference" else model
 
 
-def test_models_memory_columns_against_reference_mode(tmp_path, monkeypatch):
+def test_models_memory_columns_against_the_module_path(tmp_path, monkeypatch):
     monkeypatch.setattr(benchmark, "build_model", _tiny_segmenter_or_reference)
     monkeypatch.setattr(benchmark, "peak_train_memory_mib", benchmark.measure_train_memory)  # in-process
     out = tmp_path / "bench.json"

@@ -10,7 +10,7 @@ Subcommands:
                same run), peak training memory (allocator peak, fresh subprocess per model).
     models     any registered models (``--models fcdensenet103 ...``): parameters, GFLOPs, step time,
                peak memory plain / memory-efficient, inference throughput eager / optimised, each also
-               against the model run the way torchvision runs a DenseNet (``reference_mode``: NCHW,
+               against the model run the way torchvision runs a DenseNet (``set_fast_path(m, False)``: NCHW,
                per-layer concatenation, module by module), the baseline where torchvision has no such
                model.
 
@@ -71,7 +71,7 @@ from torchmetrics.classification import MulticlassJaccardIndex
 from densevision.datasets.image_io import find_images, read_rgb_image, to_tensor
 from densevision.datasets.transforms import MEAN, STD
 from densevision.inference.optimize import optimize_for_inference
-from densevision.models.layers import reference_mode
+from densevision.models.layers import set_fast_path
 
 Row = dict[str, object]
 # ../shared/data beside the folder the command runs in (the repository), as the tests find it;
@@ -82,8 +82,8 @@ _SHARED_DATA = Path(os.environ.get("DENSEVISION_SHARED_DATA", Path.cwd().parent 
 def build_model(
     source: str, name: str, memory_efficient: bool = False, depth: int = 100, growth: int = 12
 ) -> nn.Module:
-    """A model by source (``densevision`` / ``torchvision`` / ``reference``: a densevision model run in
-    ``reference_mode``) and registered name; ``densenet_bc`` is a CIFAR DenseNet-BC of any ``depth`` and
+    """A model by source (``densevision`` / ``torchvision`` / ``reference``: a densevision model run on its
+    module path) and registered name; ``densenet_bc`` is a CIFAR DenseNet-BC of any ``depth`` and
     ``growth``."""
     if source == "reference":
         return ReferenceModel(build_model("densevision", name, memory_efficient, depth, growth))
@@ -104,15 +104,20 @@ def build_model(
 
 
 class ReferenceModel(nn.Module):
-    """Runs ``model`` in ``reference_mode``: the torchvision-style baseline for models torchvision lacks."""
+    """Runs ``model`` on its module path (``set_fast_path(model, False)`` for each call, restored after, so
+    that the wrapped model can be shared with a fast candidate): the torchvision-style baseline for
+    models torchvision lacks."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: Tensor):
-        with reference_mode():
+        set_fast_path(self.model, False)
+        try:
             return self.model(x)
+        finally:
+            set_fast_path(self.model, True)
 
 
 def _loss(out: Tensor | dict[str, Tensor]) -> Tensor:

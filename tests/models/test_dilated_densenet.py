@@ -12,9 +12,9 @@ import torchvision
 from torch import nn
 
 import densevision
-from densevision.models import layers
+from densevision.models import fused_dense_block
 from densevision.models.backbones.densenet import DenseNet
-from densevision.models.layers import DenseBlock, reference_mode
+from densevision.models.layers import DenseBlock, set_fast_path
 from tests.bn import randomize_bn_statistics
 
 NAMES = ("c1", "c2", "c3", "c4", "c5")
@@ -119,9 +119,9 @@ def test_dilated_block_in_training_equals_the_module_path(bn_size, memory_effici
     reference = copy.deepcopy(block)
     x = torch.randn(2, 6, 9, 11, dtype=torch.float64)
     weight = torch.randn(2, block.out_channels, 9, 11, dtype=torch.float64)
+    set_fast_path(reference, False)
     out, grad = _train_step(block, x, weight)
-    with reference_mode():
-        expected, expected_grad = _train_step(reference, x, weight)
+    expected, expected_grad = _train_step(reference, x, weight)
     torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(grad, expected_grad, atol=1e-10, rtol=1e-10)
     reference_params = dict(reference.named_parameters())
@@ -136,17 +136,20 @@ def test_dilated_block_in_training_equals_the_module_path(bn_size, memory_effici
 def test_dilated_block_in_eval_equals_the_module_path(bn_size):
     block = randomize_bn_statistics(DenseBlock(3, 6, 4, bn_size, 0.2, dilation=2)).eval()
     x = torch.randn(2, 6, 9, 11)
+    reference = copy.deepcopy(block)
+    set_fast_path(reference, False)
     with torch.no_grad():
         out = block(x)
-        with reference_mode():
-            expected = block(x)
+        expected = reference(x)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_dilated_blocks_take_the_fused_cpu_paths():
-    # The equalities above hold whichever path runs; on this implementation it is the fused one.
+def test_dilated_blocks_train_on_the_module_path_and_evaluate_fused():
+    # The equalities above hold whichever path runs: the fused training path covers the 3x3 convs the
+    # block builds undilated and steps aside for dilated ones; the eval path calls the conv modules.
     x = torch.randn(2, 6, 9, 11)
     block = DenseBlock(2, 6, 4, 4, 0.0, dilation=2)
-    assert layers._fast_path_applies(block.train(), x)
+    reason = fused_dense_block._step_aside_reason(block.train(), x.requires_grad_())
+    assert reason is not None and "dilation" in reason
     with torch.no_grad():
-        assert layers._inference_path_applies(block.eval(), x)
+        assert fused_dense_block._step_aside_reason(block.eval(), x.detach()) is None

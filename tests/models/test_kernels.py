@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -125,3 +128,140 @@ def test_bfloat16_rows_round_like_torch():
     expected = _reference(rows.float(), mean, invstd, gamma, beta).bfloat16()
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out, expected, atol=0, rtol=0)
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    """A fresh, empty kernel cache under tmp_path; ``library()`` rebuilt from it."""
+    monkeypatch.setenv("DENSEVISION_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DENSEVISION_KERNELS", raising=False)
+    kernels.library.cache_clear()
+    yield tmp_path / "cache" / "kernels"
+    kernels.library.cache_clear()
+
+
+needs_compiler = pytest.mark.skipif(not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")),
+                                    reason="no C compiler: the kernels run on their ATen code")
+
+
+@pytest.mark.parametrize("kernels_on", [True, False], ids=["compiled", "aten"])
+def test_ops_pass_opcheck(kernels_on, monkeypatch):
+    """The custom ops' schema, fake (meta) implementation and dispatch agree with what they compute."""
+    if not kernels_on:
+        monkeypatch.setenv("DENSEVISION_KERNELS", "0")
+    kernels.library.cache_clear()
+    try:
+        x, mean, invstd, gamma, beta = _rows(64, 5, 8)
+        torch.library.opcheck(torch.ops.densevision.affine_relu_rows.default, (x, mean, invstd, gamma, beta))
+        torch.library.opcheck(torch.ops.densevision.affine_relu_rows.default,
+                              (x.bfloat16(), mean, invstd, gamma, beta))
+        grad, grad_xhat = torch.randn(64, 5), torch.zeros(64, 8)[:, :5]
+        torch.library.opcheck(torch.ops.densevision.affine_relu_rows_backward.default,
+                              (grad, x, mean, invstd, gamma, beta, grad_xhat))
+        compiler = bool(shutil.which("cc") or shutil.which("gcc"))
+        assert (kernels.library() is not None) == (kernels_on and compiler)
+    finally:
+        kernels.library.cache_clear()
+
+
+def test_relu_keeps_nan_like_torch():
+    x, mean, invstd, gamma, beta = _rows(40, 6, 8)
+    x = x.clone()
+    x[3, 2] = float("nan")
+    for rows in (x, x.bfloat16()):
+        out = kernels.affine_relu_rows(rows, mean, invstd, gamma, beta)
+        assert out[3, 2].isnan() and out.isnan().sum() == 1
+    grad, grad_xhat = torch.ones(40, 6), torch.zeros(40, 6)
+    kernels.affine_relu_rows_backward(grad, x, mean, invstd, gamma, beta, grad_xhat)
+    expected = torch.zeros(40, 6)
+    kernels.affine_relu_rows_backward_reference(grad, x, mean, invstd, gamma, beta, expected)
+    assert torch.equal(grad_xhat.isnan(), expected.isnan())  # threshold_backward passes the gradient
+
+
+@needs_compiler
+def test_cache_directory_is_private_and_the_build_is_ours(cache, monkeypatch):
+    previous = os.umask(0o002)  # a group-writable umask must not make a shared cache
+    try:
+        assert kernels.library() is not None
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    (built,) = cache.glob("dense_rows-*.so")
+    assert built.stat().st_uid == os.getuid() and not built.stat().st_mode & 0o077
+    assert not [p for p in cache.iterdir() if p != built]  # the temporary build folder is gone
+
+
+@needs_compiler
+def test_a_cached_file_others_can_write_is_replaced_and_a_broken_one_rebuilt(cache):
+    assert kernels.library() is not None
+    (built,) = cache.glob("dense_rows-*.so")
+    built.chmod(0o775)
+    kernels.library.cache_clear()
+    assert kernels.library() is not None
+    assert not built.stat().st_mode & 0o022
+    # a process that has loaded the file gets it from dlopen's cache by path: load the broken one anew
+    built.write_bytes(b"not an ELF file")
+    code = "from densevision.models import kernels; assert kernels.library() is not None"
+    subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], check=True,
+                   env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert built.stat().st_size > 1000
+
+
+@needs_compiler
+def test_a_file_owned_by_another_user_is_refused(cache, monkeypatch):
+    assert kernels.library() is not None
+    kernels.library.cache_clear()
+    monkeypatch.setattr(os, "getuid", lambda: 12345)  # as if the cache (and its file) were someone else's
+    with pytest.warns(RuntimeWarning, match="not a directory owned by this user|refusing"):
+        assert kernels.library() is None
+    x = _rows(10, 4, 6)
+    torch.testing.assert_close(kernels.affine_relu_rows(*x), _reference(*x))
+
+
+@needs_compiler
+def test_cc_is_split_like_a_shell_and_its_identity_keys_the_cache(cache, monkeypatch):
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    monkeypatch.setenv("CC", f"{compiler} -std=gnu11")
+    assert kernels.library() is not None
+    monkeypatch.setenv("CC", compiler)
+    kernels.library.cache_clear()
+    assert kernels.library() is not None
+    assert len(list(cache.glob("dense_rows-*.so"))) == 2  # another compiler command, another file
+
+
+def test_a_hanging_compiler_times_out_into_the_fallback(cache, monkeypatch, tmp_path):
+    slow = tmp_path / "slowcc"
+    slow.write_text('#!/bin/sh\ncase "$1" in --version) echo slowcc 1.0 ;; *) sleep 30 ;; esac\n')
+    slow.chmod(0o755)
+    monkeypatch.setenv("CC", str(slow))
+    monkeypatch.setattr(kernels, "COMPILE_TIMEOUT_S", 1)
+    with pytest.warns(RuntimeWarning, match="slowcc took over 1 s"):
+        assert kernels.library() is None
+
+
+def test_no_home_directory_falls_back(monkeypatch):
+    monkeypatch.delenv("DENSEVISION_CACHE", raising=False)
+    monkeypatch.delenv("DENSEVISION_KERNELS", raising=False)
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(kernels.Path, "home", staticmethod(no_home))
+    kernels.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="no cache directory.*set DENSEVISION_CACHE"):
+            assert kernels.library() is None
+    finally:
+        kernels.library.cache_clear()
+
+
+def test_cpu_key_reads_aarch64_features(monkeypatch, tmp_path):
+    info = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes sve\nCPU part\t: 0xd40\n"
+    real_read = kernels.Path.read_text
+
+    def read_text(self, *args, **kwargs):
+        return info if str(self) == "/proc/cpuinfo" else real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(kernels.Path, "read_text", read_text)
+    key = kernels._cpu_key()
+    assert "Features\t: fp asimd evtstrm aes sve" in key and "CPU part\t: 0xd40" in key

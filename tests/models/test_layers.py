@@ -1,10 +1,10 @@
-"""The fused training path of DenseBlock against the module path and torchvision: outputs, parameter
-gradients and BN running statistics; the fallbacks (eval, FrozenBatchNorm2d, dropout, compile, trace)."""
+"""DenseBlock's fused paths against the module path and torchvision: outputs, parameter gradients and BN
+running statistics; the fallbacks (eval, FrozenBatchNorm2d, compile, trace). The contract cases of the
+fused paths are in test_fused_dense_block.py."""
 
 from __future__ import annotations
 
 import copy
-from unittest import mock
 
 import pytest
 import torch
@@ -12,21 +12,20 @@ import torchvision
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from densevision.models import layers
+from densevision.models import fused_dense_block
 from densevision.models.backbones.densenet import DenseNet
-from densevision.models.layers import DenseBlock
+from densevision.models.layers import DenseBlock, set_fast_path
 from tests.bn import randomize_bn_statistics
+
+
+def _runs_fused(block: nn.Module, x: torch.Tensor) -> bool:
+    return fused_dense_block._step_aside_reason(block, x) is None
 
 
 def test_cpu_training_takes_the_fused_path_plain_and_memory_efficient():
     x = torch.randn(2, 6, 5, 7)
-    assert layers._fast_path_applies(DenseBlock(2, 6, 4, 4, 0.0).train(), x)
-    assert layers._fast_path_applies(DenseBlock(2, 6, 4, 4, 0.0, memory_efficient=True).train(), x)
-
-
-def module_path():
-    """Inside ``with module_path():`` DenseBlock takes the per-layer module path (the reference)."""
-    return mock.patch.object(layers, "_fast_path_applies", lambda *args: False)
+    assert _runs_fused(DenseBlock(2, 6, 4, 4, 0.0).train(), x)
+    assert _runs_fused(DenseBlock(2, 6, 4, 4, 0.0, memory_efficient=True).train(), x)
 
 
 def _train_step(model: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -48,14 +47,13 @@ def _assert_same_state(a: nn.Module, b: nn.Module, atol: float) -> None:
 @pytest.mark.parametrize("bn_size", [4, 0], ids=["bottleneck", "no-bottleneck"])
 def test_fused_block_equals_module_path(bn_size, memory_efficient):
     fused = DenseBlock(3, 6, 4, bn_size, 0.0, memory_efficient=memory_efficient).double()
-    reference = copy.deepcopy(fused)
+    reference = set_fast_path(copy.deepcopy(fused), False)
     x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
     weight = torch.randn(2, fused.out_channels, 5, 7, dtype=torch.float64)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    assert layers._fast_path_applies(fused, x1)
+    assert _runs_fused(fused, x1)
     out = _train_step(fused, x1, weight)
-    with module_path():
-        expected = _train_step(reference, x2, weight)
+    expected = _train_step(reference, x2, weight)
     assert out.shape == (2, 6 + 3 * 4, 5, 7)
     torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(x1.grad, x2.grad, atol=1e-10, rtol=1e-10)
@@ -102,7 +100,7 @@ def test_frozen_batchnorm_takes_the_module_path_and_matches_eval_batchnorm():
     frozen.load_state_dict(bn_model.state_dict(), strict=False)
     x = torch.randn(2, 3, 32, 32)
     block = frozen.features.denseblock1
-    assert not layers._fast_path_applies(block, x)
+    assert "BatchNorm2d" in fused_dense_block._step_aside_reason(block, x)
     out = frozen(x)  # training mode: frozen statistics, trainable convs
     out.sum().backward()
     torch.testing.assert_close(out, bn_model(x), atol=1e-5, rtol=1e-5)
@@ -118,7 +116,7 @@ def test_fallback_conditions(change, reason):
     x = torch.randn(2, 6, 4, 4)
     change(block)
     with torch.set_grad_enabled(reason != "no grad"):
-        assert not layers._fast_path_applies(block, x)
+        assert block.training == (reason == "no grad") and not _runs_fused(block, x.requires_grad_())
 
 
 def test_trace_in_eval_matches_eager():
@@ -162,15 +160,15 @@ def test_float32_fused_block_is_as_accurate_as_the_module_path(memory_efficient)
             if isinstance(m, nn.BatchNorm2d):
                 m.weight.uniform_(-1.5, 1.5)
                 m.bias.uniform_(-0.5, 0.5)
-    module32, exact = copy.deepcopy(fused), copy.deepcopy(fused).double()
+    module32 = set_fast_path(copy.deepcopy(fused), False)
+    exact = set_fast_path(copy.deepcopy(fused).double(), False)
     x = torch.randn(4, 16, 12, 12) * 2 + 0.5
     weight = torch.randn(4, fused.out_channels, 12, 12)
     cl = x.contiguous(memory_format=torch.channels_last)
-    assert layers._fast_path_applies(fused, cl)
+    assert _runs_fused(fused, cl)
     out = _train_step(fused, cl.clone().requires_grad_(), weight)
-    with module_path():
-        _train_step(module32, cl.clone().requires_grad_(), weight)
-        expected = _train_step(exact, x.double().requires_grad_(), weight.double())
+    _train_step(module32, cl.clone().requires_grad_(), weight)
+    expected = _train_step(exact, x.double().requires_grad_(), weight.double())
     assert out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
     fused_err, module_err = _max_rel_errors(fused, exact), _max_rel_errors(module32, exact)
@@ -190,32 +188,6 @@ def test_densenet_runs_channels_last_on_cpu_and_accepts_nchw_input():
     assert out.shape == (2, 5) and model.features.conv0.weight.grad is not None
 
 
-@pytest.mark.parametrize("memory_efficient", [False, True], ids=["plain", "memory-efficient"])
-@pytest.mark.parametrize("bn_size", [4, 0], ids=["bottleneck", "no-bottleneck"])
-def test_fused_block_with_dropout_draws_the_module_paths_masks(bn_size, memory_efficient):
-    """Same seed, same random stream: the fused path's dropout equals F.dropout in the module path."""
-    fused = DenseBlock(3, 6, 4, bn_size, 0.3, memory_efficient=memory_efficient).double()
-    reference = copy.deepcopy(fused)
-    x = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(2, fused.out_channels, 5, 7, dtype=torch.float64)
-    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    assert layers._fast_path_applies(fused, x1)
-    torch.manual_seed(7)
-    out = _train_step(fused, x1, weight)
-    torch.manual_seed(7)
-    with module_path():
-        expected = _train_step(reference, x2, weight)
-    new_maps = out[:, 6:]
-    assert 0.1 < (new_maps == 0).double().mean() < 0.5  # dropout really dropped about 30%
-    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
-    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-10, rtol=1e-10)
-    _assert_same_state(fused, reference, atol=1e-10)
-
-
-def _inference_module_path():
-    return mock.patch.object(layers, "_inference_path_applies", lambda *args: False)
-
-
 def _with_running_stats(model: nn.Module) -> nn.Module:
     randomize_bn_statistics(model, mean_range=1.0)
     with torch.no_grad():
@@ -230,10 +202,9 @@ def test_inference_block_equals_module_path(bn_size):
     block = _with_running_stats(DenseBlock(3, 6, 4, bn_size, 0.2))
     x = torch.randn(2, 6, 5, 7)
     with torch.no_grad():
-        assert layers._inference_path_applies(block, x)
+        assert _runs_fused(block, x)
         out = block(x)
-        with _inference_module_path():
-            expected = block(x)
+        expected = set_fast_path(copy.deepcopy(block), False)(x)
     assert out.shape == (2, 18, 5, 7) and out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
@@ -248,35 +219,18 @@ def test_inference_path_with_frozen_batchnorm_folded_convs_and_bf16_autocast():
     for bf16, tol in ((False, 1e-5), (True, 5e-2)):
         fast = optimize_for_inference(model, bf16=bf16)
         out = fast(x)
-        with _inference_module_path():
-            expected = fast(x)
+        expected = set_fast_path(copy.deepcopy(fast), False)(x)
         torch.testing.assert_close(out, expected, atol=tol, rtol=tol)
     frozen = _tiny(norm_layer=FrozenBatchNorm2d).eval()
     frozen.load_state_dict(model.state_dict(), strict=False)
     with torch.no_grad():
-        assert layers._inference_path_applies(frozen.features.denseblock1, torch.randn(1, 8, 8, 8))
+        assert _runs_fused(frozen.features.denseblock1, torch.randn(1, 8, 8, 8))
         torch.testing.assert_close(frozen(x), model(x), atol=1e-5, rtol=1e-5)
 
 
 def test_eval_with_gradients_takes_the_module_path():
     block = _with_running_stats(DenseBlock(2, 6, 4, 4, 0.0))
     x = torch.randn(1, 6, 4, 4, requires_grad=True)
-    assert not layers._inference_path_applies(block, x)
+    assert fused_dense_block._step_aside_reason(block, x) == "a gradient is wanted"
     block(x).sum().backward()
     assert x.grad is not None
-
-
-def test_reference_mode_runs_torchvision_style_and_agrees():
-    """The benchmarks' baseline: NCHW, per-layer concatenation (neither fused path), same results."""
-    model = _tiny()
-    x = torch.randn(2, 3, 32, 32)
-    block = model.features.denseblock1
-    probe = torch.randn(2, 8, 8, 8)
-    with layers.reference_mode():
-        assert layers.reference_mode_enabled()
-        assert not layers._fast_path_applies(block, probe)
-        feats = DenseNet(growth_rate=4, block_config=(2, 2), stem_channels=8, features_only=True)(x)
-        assert all(f.is_contiguous() for f in feats.values())
-        reference = _train_step(copy.deepcopy(model), x, torch.ones(2, 5))
-    assert not layers.reference_mode_enabled() and layers._fast_path_applies(block, probe)
-    torch.testing.assert_close(_train_step(model, x, torch.ones(2, 5)), reference, atol=1e-5, rtol=1e-5)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densevision.models.features import FeatureSpec, feature_name, select_features
-from densevision.models.layers import DenseBlock, NormLayer, Transition, reference_mode_enabled
+from densevision.models.layers import DenseBlock, NormLayer, Transition
 from densevision.models.registry import register_model
 from densevision.models.weights import load_state_dict_strict, load_weights_file
 
@@ -113,6 +113,7 @@ class DenseNet(nn.Module):
         self.features_only = features_only
         self.feature_norm = feature_norm
         self.final_norm = final_norm
+        self.fast_path = True  # CPU input goes channels-last for the fused blocks; see set_fast_path
 
         self.features = nn.Sequential(_build_stem(stem, in_chans, stem_channels, norm_layer, stem_stride))
         specs = [FeatureSpec("c1", stem_channels, 2)] if stem == "imagenet" else []
@@ -153,6 +154,13 @@ class DenseNet(nn.Module):
         self.classifier = nn.Linear(channels, num_classes) if self.num_classes > 0 else None
         _init_weights(self)
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        raise RuntimeError(
+            f"{type(self).__name__} cannot be compiled by torch.jit.script: forward_features picks and taps "
+            "its stages with Python control flow (getattr by name, a dict of features). Use torch.jit.trace, "
+            "torch.export or torch.fx.symbolic_trace; its DenseBlock and Transition modules script alone."
+        )
+
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(
@@ -170,11 +178,12 @@ class DenseNet(nn.Module):
 
         Stages after the last selected feature are not run.
         """
-        self._check_input(x)
-        if x.device.type == "cpu" and not reference_mode_enabled():
-            # oneDNN's native layout: no reorder around every conv, and the fused training block's
-            # buffers are channels-last. Measured 0.85x the NCHW step time (densenet121, b8, 224^2).
-            x = x.contiguous(memory_format=torch.channels_last)
+        if not isinstance(x, torch.fx.Proxy):  # symbolic tracing: no shapes to check, no layout to choose
+            self._check_input(x)
+            if self.fast_path and x.device.type == "cpu":
+                # oneDNN's native layout: no reorder around every conv, and the fused training block's
+                # buffers are channels-last. Measured 0.85x the NCHW step time (densenet121, b8, 224^2).
+                x = x.contiguous(memory_format=torch.channels_last)
         out: dict[str, Tensor] = {}
         specs = self.available_features
         f = self.features

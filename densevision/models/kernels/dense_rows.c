@@ -11,7 +11,8 @@
  * Inference passes mean 0, invstd 1 and the running statistics folded into gamma and beta, also on
  * bfloat16 maps (autocast). Rows are split across OpenMP threads (torch's own runtime: same soname);
  * per-channel sums accumulate in float over tiles of TILE_ROWS rows, then in double.
- * Built with -ffp-contract=off so forward and backward evaluate the affine identically.
+ * Built with -ffp-contract=off so forward and backward evaluate the affine identically. The ReLU is
+ * written "a <= 0 ? 0 : a" so that NaN propagates as through torch.relu and its threshold_backward.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -46,7 +47,7 @@ void affine_relu_rows(const float *restrict x, int64_t x_stride, int64_t rows, i
         float *restrict y = out + m * out_stride;
         for (int64_t j = 0; j < channels; ++j) {
             float a = gamma[j] * ((xm[j] - mean[j]) * invstd[j]) + beta[j];
-            y[j] = a > 0.0f ? a : 0.0f;
+            y[j] = a <= 0.0f ? 0.0f : a; /* NaN stays NaN, as in torch.relu */
         }
     }
 }
@@ -61,7 +62,7 @@ void affine_relu_rows_bf16(const uint16_t *restrict x, int64_t x_stride, int64_t
         uint16_t *restrict y = out + m * out_stride;
         for (int64_t j = 0; j < channels; ++j) {
             float a = gamma[j] * ((bf16_to_float(xm[j]) - mean[j]) * invstd[j]) + beta[j];
-            y[j] = float_to_bf16(a > 0.0f ? a : 0.0f);
+            y[j] = float_to_bf16(a <= 0.0f ? 0.0f : a);
         }
     }
 }
@@ -78,7 +79,7 @@ static void backward_rows(const float *restrict dy, int64_t dy_stride, const flo
         for (int64_t j = 0; j < channels; ++j) {
             float xhat = (xm[j] - mean[j]) * invstd[j];
             float a = gamma[j] * xhat + beta[j];
-            float d = a > 0.0f ? g[j] : 0.0f;
+            float d = a <= 0.0f ? 0.0f : g[j]; /* as threshold_backward: NaN passes */
             sum_b[j] += d;
             sum_g[j] += d * xhat;
             dx[j] += gamma[j] * d;
