@@ -207,10 +207,12 @@ class SegmentationPictureWriter(Callback):
                 return
             masks = batch.get("mask")
             target = None if masks is None else masks[i].cpu().numpy()
-            picture = side_by_side(
-                denormalize(batch["image"][i]), target, prediction.cpu().numpy().astype(np.int64), names,
-                colors, ignore_index,
-            )  # fmt: skip
+            image, prediction = denormalize(batch["image"][i]), prediction.cpu().numpy().astype(np.int64)
+            if "size" in batch:  # a padded batch of images of different sizes: each at its own size
+                h, w = (int(v) for v in batch["size"][i])
+                image, prediction = image[:h, :w], prediction[:h, :w]
+                target = None if target is None else target[:h, :w]
+            picture = side_by_side(image, target, prediction, names, colors, ignore_index)
             stem = Path(batch["path"][i]).stem if "path" in batch else f"{batch_idx:04d}_{i:02d}"
             path = folder / f"{stem}.png"
             picture.save(path)
