@@ -191,7 +191,7 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) uint8 -> (h, w, 3) uint8 (``size`` = (h, w)), with PIL's antialiasing bilinear filter."""
     if tuple(image.shape[:2]) == tuple(size):
         return image
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+    return np.array(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 def to_tensor(

@@ -172,7 +172,7 @@ def predict(
         if kind == "dense":
             mask = out.argmax(0).numpy().astype(np.uint8)
             if mask.shape != size:
-                mask = np.asarray(Image.fromarray(mask).resize(size[::-1], Image.Resampling.NEAREST))
+                mask = np.array(Image.fromarray(mask).resize(size[::-1], Image.Resampling.NEAREST))
             Image.fromarray(mask, mode="L").save(output / "masks" / name)
             picture = overlay(image, mask, default_palette(out.shape[0]))
         else:
