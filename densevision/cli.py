@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = str(err) or type(err).__name__
         log.error(f"densevision {argv[0]}: {message}")
-        log.info("(run with --debug for the traceback)")
+        print("(densevision --debug ... shows the traceback)", file=sys.stderr)
         return 1
     except Exception:
         traceback.print_exc()
