@@ -152,6 +152,13 @@ class DenseVisionArgumentParser(LightningArgumentParser):
     def add_function_arguments(self, function, *args, linked_targets=None, **kwargs):
         return super().add_function_arguments(function, *args, **kwargs)
 
+    def error(self, message: str, ex: Exception | None = None):
+        """A config error as one sentence, not the 50 lines of usage jsonargparse prints before it."""
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            return super().error(message, ex)
+        sys.stderr.write(f"error: densevision: {message}\n(add --help to the command for its options)\n")
+        sys.exit(2)
+
 
 class DenseVisionCLI(LightningCLI):
     """LightningCLI with densevision's defaults: any task / data module chosen by ``class_path``, the
