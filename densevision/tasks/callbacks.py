@@ -108,6 +108,10 @@ class SaveOnInterrupt(Callback):
             return
         which = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT (KeyboardInterrupt)"
         path = last_checkpoint_path(trainer)
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last:
+                # recorded in the checkpoint, so the resumed run overwrites this file, not last-v1.ckpt
+                callback.last_model_path = str(path)
         try:
             trainer.save_checkpoint(path)
         except Exception as err:  # the stop goes on; say why nothing could be saved
