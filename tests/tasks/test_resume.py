@@ -96,13 +96,16 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Pa
         assert metrics_resumed[name] == pytest.approx(metrics_full[name], abs=1e-6), name
 
 
+# the demo config's own checkpoint callback (monitor val/mIoU, best.ckpt and last.ckpt)
+_CHECKPOINT = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+               "init_args": {"monitor": "val/mIoU", "mode": "max", "save_last": True, "filename": "best"}}
+
+
 def _stopped_by(signal_name: str, at: str, tmp_path: Path):
     run_dir = tmp_path / signal_name
     stop = {"class_path": "tests.tasks.reliability_callbacks.SignalAt",
             "init_args": {"signal_name": signal_name, "at": at, "step": 1}}
-    checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                  "init_args": {"save_last": True}}
-    overlay = tiny_segmentation(run_dir, tmp_path / "shapes", epochs=EPOCHS, callbacks=[checkpoint, stop])
+    overlay = tiny_segmentation(run_dir, tmp_path / "shapes", epochs=EPOCHS, callbacks=[_CHECKPOINT, stop])
     overlay["trainer"]["check_val_every_n_epoch"] = 1
     return run_dir, overlay, fit("segmentation/demo.yaml", overlay, tmp_path)
 
@@ -113,7 +116,7 @@ def test_sigterm_during_the_first_validation_saves_a_resumable_checkpoint(tmp_pa
     assert "stopped by SIGTERM" in stopped.stderr
     last = run_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2  # after epoch 0
-    overlay["trainer"]["callbacks"] = overlay["trainer"]["callbacks"][:1]
+    overlay["trainer"]["callbacks"][1]["init_args"]["at"] = "never"  # the same callbacks, no signal
     resumed = fit("segmentation/demo.yaml", overlay, tmp_path, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2 * EPOCHS
