@@ -59,12 +59,19 @@ class DetectionTask(BaseTask):
         category_ids: Sequence[int] | None = None,
     ) -> None:
         super().__init__(model, optimizer, lr_scheduler)
-        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
         self.class_names = list(class_names) if class_names else None
         self.category_ids = [int(i) for i in category_ids] if category_ids else None
         self.metrics_file = metrics_file
         self.mask_threshold = mask_threshold
         self._val_results: dict[int, list[dict]] = {}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keeps the label space in the checkpoint's hyper-parameters, where ``load_task`` (and Lightning's
+        ``--ckpt_path`` parsing) read constructor arguments from. Not ``save_hyperparameters``: under
+        LightningCLI it records the whole config section, links the task does not take included."""
+        labels = {"class_names": self.class_names, "category_ids": self.category_ids}
+        labels = {k: v for k, v in labels.items() if v}
+        checkpoint.setdefault("hyper_parameters", {}).update(labels)
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         return self.model(images)
