@@ -6,13 +6,11 @@ import json
 import logging
 from pathlib import Path
 
-import pytest
-
 from densevision.apps.demo import main as demo_main
 from tests.test_cli import QUIET, TINY_MODEL, TINY_SHAPES
 
 
-def test_demo_writes_checkpoint_metrics_and_pictures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_demo_writes_checkpoint_metrics_and_pictures(tmp_path: Path, caplog) -> None:
     run = tmp_path / "run"
     argv = ["segmentation", "--run-dir", str(run), "--max-epochs", "1"]
     argv += ["--data.init_args.root", str(tmp_path / "shapes"), *TINY_SHAPES, *TINY_MODEL, *QUIET]
