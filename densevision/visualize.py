@@ -132,3 +132,56 @@ def draw_detections(
     scores = detection["scores"][keep].tolist()
     captions = [f"{name} {score:.2f}" for name, score in zip(names, scores, strict=True)]
     return draw_bounding_boxes(picture, detection["boxes"][keep], labels=captions, colors=colors, width=2)
+
+
+def _enlarged(image: Tensor, detection: dict[str, Tensor], factor: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """``image`` and its detections ``factor`` times larger (nearest neighbour, so pixels stay visible)."""
+    if factor == 1:
+        return image, detection
+    big = image.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+    out = dict(detection, boxes=detection["boxes"] * factor)
+    if "masks" in detection:
+        out["masks"] = detection["masks"].repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+    return big, out
+
+
+def detection_side_by_side(
+    image: Tensor,
+    target: dict[str, Tensor] | None,
+    detection: dict[str, Tensor],
+    class_names: Sequence[str],
+    *,
+    score_threshold: float = 0.5,
+    min_height: int = 384,
+) -> Image.Image:
+    """ground truth | prediction, each titled, with class names and scores, enlarged by a whole factor to
+    at least ``min_height`` pixels so names and boxes of small images can be read.
+
+    Args:
+        image: (3, H, W) uint8, or float in [0, 1].
+        target: ``boxes`` (N, 4) xyxy pixels, ``labels`` (N,)[, ``masks`` (N, H, W)], or None.
+        detection: ``boxes``, ``labels``, ``scores``[, ``masks`` (K, 1, H, W) probabilities].
+    """
+    factor = max(1, -(-min_height // image.shape[-2]))
+    panels = []
+    if target is not None and "boxes" in target:
+        truth = {"boxes": target["boxes"].float(), "labels": target["labels"],
+                 "scores": torch.ones(len(target["labels"]))}
+        if "masks" in target and len(target["masks"]):
+            truth["masks"] = target["masks"][:, None].float()
+        panels.append(("ground truth", _enlarged(image, truth, factor)))
+    panels.append((f"prediction (score >= {score_threshold:g})", _enlarged(image, detection, factor)))
+    drawn = [
+        (title, draw_detections(picture, found, class_names, score_threshold=score_threshold if
+                                title != "ground truth" else 0.0))
+        for title, (picture, found) in panels
+    ]
+    height, width = drawn[0][1].shape[-2:]
+    title_height, gap = 14, 4
+    canvas = Image.new("RGB", (len(drawn) * (width + gap) - gap, height + title_height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (title, picture) in enumerate(drawn):
+        x = i * (width + gap)
+        draw.text((x + 2, 1), title, fill="black", font=ImageFont.load_default())
+        canvas.paste(Image.fromarray(picture.permute(1, 2, 0).numpy()), (x, title_height))
+    return canvas

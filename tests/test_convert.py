@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from pycocotools.coco import COCO
 from densevision.apps.convert import main
 from densevision.cli import main as cli_main
 from densevision.datasets.converters import read_class_names
+from densevision.datasets.image_io import ImageFileError
+from tests.bad_files import write_bad_images
 
 
 def _images(folder, sizes):
@@ -153,3 +156,73 @@ def test_coco128_yolo_labels_convert_to_coco_ids(shared_data, tmp_path):
     ours = sorted(tuple(a["bbox"]) for a in converted.imgToAnns[by_name[image["file_name"]]])
     theirs = sorted(tuple(a["bbox"]) for a in original.imgToAnns[image["id"]] if not a["iscrowd"])
     assert np.allclose(ours, theirs, atol=0.5)
+
+
+def _yolo_args(tmp_path, labels="labels"):
+    return ["yolo2coco", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / labels),
+            "--names", str(tmp_path / "names.txt"), "--out", str(tmp_path / "out" / "o.json")]
+
+
+def test_a_labels_folder_that_matches_nothing_is_an_error(tmp_path, capsys):
+    _images(tmp_path / "images", {"a": (10, 10), "b": (10, 10)})
+    (tmp_path / "names.txt").write_text("cat\n")
+    (tmp_path / "wrong").mkdir()
+    (tmp_path / "wrong" / "other.txt").write_text("0 0.5 0.5 1 1\n")
+    with pytest.raises(ValueError, match=r"no label file in .*wrong matches an image under .*images .*"
+                                         r"wrong/a.txt\); check --labels"):
+        main(_yolo_args(tmp_path, "wrong"))
+    assert cli_main(["convert", *_yolo_args(tmp_path, "wrong")]) == 1
+    err = capsys.readouterr().err
+    assert "check --labels" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "o.json").exists()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(ValueError, match=r"no mask file in .*masks .*masks/a.png\); check --masks"):
+        main(["masks2coco", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"),
+              "--out", str(tmp_path / "m.json")])
+
+
+def test_unreadable_images_are_skipped_and_listed(tmp_path, caplog, capsys):
+    _images(tmp_path / "images", {"a": (10, 20)})
+    bad = write_bad_images(tmp_path / "images" / "bad")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (tmp_path / "names.txt").write_text("cat\n")
+    with caplog.at_level(logging.INFO, logger="densevision"):
+        assert cli_main(["convert", *_yolo_args(tmp_path)]) == 0
+    coco = COCO(str(tmp_path / "out" / "o.json"))
+    assert [i["file_name"] for i in coco.dataset["images"]] == ["a.jpg"] and len(coco.anns) == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "skipped 4 of 5 unreadable image(s)" in warnings[0]
+    assert all(path.name in warnings[0] for path in bad)
+    # PIL's errors (here its decompression-bomb guard) come wrapped, naming the file
+    with pytest.raises(ImageFileError, match="bad/bomb.png: too large"):
+        main([*_yolo_args(tmp_path), "--strict"])
+    capsys.readouterr()
+    assert cli_main(["convert", *_yolo_args(tmp_path), "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert "bomb.png: too large" in err and "Traceback" not in err
+
+
+def test_an_unreadable_mask_is_skipped_and_named(tmp_path, caplog):
+    _images(tmp_path / "images", {"a": (40, 60), "b": (40, 60)})
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(_class_mask()).save(tmp_path / "masks" / "a.png")
+    (tmp_path / "masks" / "b.png").write_bytes(b"")
+    out = tmp_path / "m.json"
+    args = ["masks2coco", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"),
+            "--out", str(out)]
+    with caplog.at_level(logging.WARNING, logger="densevision"):
+        assert main(args) == 0
+    assert "masks/b.png: cannot be read" in caplog.text
+    assert [i["file_name"] for i in COCO(str(out)).dataset["images"]] == ["a.jpg"]
+    with pytest.raises(ImageFileError, match="masks/b.png: cannot be read"):
+        main([*args, "--strict"])
+
+
+def test_the_output_folder_is_checked_first(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    args = ["convert", "yolo2coco", "--images", str(tmp_path / "none"), "--labels", str(tmp_path / "none"),
+            "--names", str(tmp_path / "none.txt"), "--out", str(blocker / "o.json")]
+    assert cli_main(args) == 1
+    assert f"output folder {blocker} is not writable" in capsys.readouterr().err

@@ -1,17 +1,22 @@
 from __future__ import annotations
 
+import logging
+import re
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import densevision
+from densevision.apps.extract import main as extract_main
 from densevision.cli import main
-from densevision.datasets.image_io import find_images, read_rgb_image, to_tensor
+from densevision.datasets.image_io import ImageFileError, find_images, read_rgb_image, to_tensor
 from densevision.datasets.transforms import MEAN, STD
 from densevision.inference.features import build_backbone, extract_features
 from densevision.inference.optimize import cpu_has_fast_bf16, inference_path
 from densevision.models.backbones.densenet import DenseNet
+from tests.bad_files import write_bad_images
 from tests.bn import randomize_bn_statistics
 
 
@@ -33,7 +38,7 @@ def test_extract_writes_features_matching_feature_info(image_dir, tmp_path, caps
               "--no-bf16"]  # float32 on every CPU, so batching cannot change the rows
     code = main([*common, "--input", str(image_dir), "--output", str(out), "--features", "c0,c2",
                  "--batch-size", "2"])
-    assert code == 0 and "3 images" in capsys.readouterr().out
+    assert code == 0 and "3 images;" in capsys.readouterr().out
     data = np.load(out)
     backbone = build_backbone("densenet40_k12", ["c0", "c2"])
     assert list(data["feature_names"]) == [s.name for s in backbone.feature_info] == ["c0", "c2"]
@@ -52,17 +57,48 @@ def test_extract_writes_features_matching_feature_info(image_dir, tmp_path, caps
     assert list(one["image_files"]) == ["c.png"]
 
 
-def test_extract_rejects_bad_requests(image_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"unknown feature name\(s\) \['c9'\]"):
-        main(["extract", "--model", "densenet40_k12", "--input", str(image_dir), "--output",
-              str(tmp_path / "x.npz"), "--features", "c9"])
-    with pytest.raises(FileNotFoundError, match="input not found"):
-        main(["extract", "--model", "densenet40_k12", "--input", str(tmp_path / "nope"), "--output",
-              str(tmp_path / "x.npz")])
-    with pytest.raises(ValueError, match="notes.txt: not an image file"):
-        main(["extract", "--model", "densenet40_k12", "--input", str(image_dir / "notes.txt"), "--output",
-              str(tmp_path / "x.npz")])
+def test_extract_rejects_bad_requests(image_dir, tmp_path, capsys):
+    """The library raises naming the problem; the command prints it as one line and exits 1."""
+    common = ["--model", "densenet40_k12", "--output", str(tmp_path / "x.npz")]
+    cases = [
+        (["--input", str(image_dir), "--features", "c9"], ValueError, r"unknown feature name\(s\) \['c9'\]"),
+        (["--input", str(tmp_path / "nope")], FileNotFoundError, "input not found"),
+        (["--input", str(image_dir / "notes.txt")], ValueError, "notes.txt: not an image file"),
+    ]
+    for args, error, message in cases:
+        with pytest.raises(error, match=message):
+            extract_main([*common, *args])
+        capsys.readouterr()
+        assert main(["extract", *common, *args]) == 1
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err
     assert torch.is_grad_enabled()
+
+
+def test_extract_skips_unreadable_images(image_dir, tmp_path, caplog, capsys):
+    write_bad_images(image_dir / "bad")
+    out = tmp_path / "f.npz"
+    common = ["extract", "--model", "densenet40_k12", "--input", str(image_dir), "--image-size", "16", "16",
+              "--features", "c0", "--no-bf16", "--batch-size", "2", "--no-progress"]
+    with caplog.at_level(logging.INFO, logger="densevision"):
+        assert main([*common, "--output", str(out)]) == 0
+    data = np.load(out)
+    assert list(data["image_files"]) == ["a.png", "b.jpg", "sub/c.png"] and data["c0"].shape[0] == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "skipped 4 of 7 unreadable image(s)" in warnings[0]
+    assert all(name in warnings[0] for name in ("bomb.png", "empty.png", "text.png", "truncated.png"))
+    with pytest.raises(ImageFileError, match="bad/bomb.png: too large"):
+        extract_main([*common[1:], "--output", str(tmp_path / "strict.npz"), "--strict"])
+    assert not (tmp_path / "strict.npz").exists()
+
+
+def test_extract_checks_the_output_folder_before_any_work(image_dir, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    # an unknown model would fail later: the output folder is refused first
+    code = main(["extract", "--model", "no_such_model", "--input", str(image_dir), "--output",
+                 str(blocker / "f.npz")])
+    assert code == 1 and f"output folder {blocker} is not writable" in capsys.readouterr().err
 
 
 def _tiny_backbone() -> DenseNet:
@@ -94,5 +130,5 @@ def test_extract_paths_match_the_eager_backbone(image_dir, path):
 
 def test_extract_rejects_bf16_without_the_optimised_path(image_dir, tmp_path):
     with pytest.raises(ValueError, match="--bf16 and --compile choose how the optimised path runs"):
-        main(["extract", "--model", "densenet40_k12", "--input", str(image_dir), "--output",
-              str(tmp_path / "x.npz"), "--no-optimize", "--bf16"])
+        extract_main(["--model", "densenet40_k12", "--input", str(image_dir), "--output",
+                      str(tmp_path / "x.npz"), "--no-optimize", "--bf16"])

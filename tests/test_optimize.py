@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 import pytest
 import torch
@@ -118,15 +119,16 @@ def test_detector_example_input_must_be_an_image_list():
         optimize_for_inference(_tiny_detector(), example_input=torch.rand(1, 3, 64, 64))
 
 
-def test_inference_path_switches(monkeypatch):
+def test_inference_path_switches(monkeypatch, caplog):
     model = _tiny().train()
     assert inference_path(model, optimize=False) is model and not model.training
     assert isinstance(inference_path(model, bf16=False), InferenceModel)
     with pytest.raises(ValueError, match="drop them or drop --no-optimize"):
         inference_path(model, optimize=False, compile=True)
     monkeypatch.setattr(inference, "cpu_has_fast_bf16", lambda: False)
-    with pytest.warns(UserWarning, match="no AMX / AVX512-BF16: bfloat16 autocast is emulated"):
+    with caplog.at_level(logging.WARNING, logger="densevision"):
         assert inference_path(model, bf16=True).bf16
+    assert "no AMX / AVX512-BF16: bfloat16 autocast is emulated" in caplog.text
 
 
 def test_inference_arguments():

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from densevision.visualize import DETECTION_COLORS, default_palette, draw_detections, overlay
+from densevision.visualize import (
+    DETECTION_COLORS,
+    default_palette,
+    detection_side_by_side,
+    draw_detections,
+    overlay,
+)
 
 
 def _detection() -> dict[str, torch.Tensor]:
@@ -37,3 +43,18 @@ def test_overlay_blends_class_colours():
     out = overlay(image, mask, colors, alpha=0.5)
     expected = (100 * 0.5 + np.asarray(colors[1]) * 0.5).round()
     np.testing.assert_array_equal(out[0, 1], expected)
+
+
+def test_detection_side_by_side_shows_ground_truth_beside_the_prediction_at_a_readable_size():
+    target = {"boxes": torch.tensor([[4.0, 4, 10, 10]]), "labels": torch.tensor([1])}
+    picture = detection_side_by_side(torch.zeros(3, 48, 48), target, _detection(), ["bg", "a", "b"],
+                                     min_height=192)
+    # two 48 px panels enlarged x4 (whole factor, nearest), 4 px apart, under a 14 px title row
+    assert picture.size == (2 * 192 + 4, 192 + 14)
+    pixels = np.asarray(picture)
+    truth, prediction = pixels[14:, :192], pixels[14:, 196:]
+    assert truth.any() and prediction.any()
+    # the prediction panel draws the confident detections, the ground truth only its one box
+    assert (prediction.sum(-1) > 0).sum() > (truth.sum(-1) > 0).sum()
+    alone = detection_side_by_side(torch.zeros(3, 48, 48), None, _detection(), [], min_height=48)
+    assert alone.size == (48, 48 + 14)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
 
@@ -24,3 +25,13 @@ def packaged_config(relative: str) -> Path:
     """A config shipped inside the package (``densevision/configs/<relative>``; the repository's ``configs/``
     is a link to that folder), so installed wheels find it too."""
     return Path(str(files("densevision") / "configs" / relative))
+
+
+def new_run_dir(name: str, parent: str | Path = "runs") -> Path:
+    """``runs/<name>/<YYYYmmdd-HHMMSS>``: where a demo's run goes, a fresh folder each time."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder, n = Path(parent) / name / stamp, 1
+    while folder.exists():
+        n += 1
+        folder = Path(parent) / name / f"{stamp}-{n}"
+    return folder

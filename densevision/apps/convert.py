@@ -7,7 +7,9 @@
   ``--instance-masks``, instance-id PNGs whose class is the majority class under the instance. The class
   index is the category id. Segmentations are written as RLE or polygons.
 
-Each output is loaded back with pycocotools before the command reports success.
+Each output is loaded back with pycocotools before the command reports success. A labels (masks) folder
+that matches no image is an error; unreadable images are skipped and listed in one warning (``--strict``
+stops at the first). The output folder is checked for writing before any work.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import argparse
 from pathlib import Path
 
 from densevision.datasets.converters import masks_to_coco, read_class_names, write_and_check, yolo_to_coco
+from densevision.datasets.image_io import check_writable
+from densevision.log import get_logger
+
+log = get_logger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,19 +44,23 @@ def _parser() -> argparse.ArgumentParser:
     masks.add_argument("--ignore-index", type=int, default=255, help="class index to skip (default 255)")
     masks.add_argument("--min-area", type=int, default=1, help="smallest instance in pixels (default 1)")
     masks.add_argument("--out", type=Path, required=True, help="output COCO json")
+    for sub_parser in (yolo, masks):
+        sub_parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     return parser
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    check_writable(args.out.parent)
     if args.command == "yolo2coco":
-        dataset = yolo_to_coco(args.images, args.labels, read_class_names(args.names), args.categories_from)
+        dataset = yolo_to_coco(args.images, args.labels, read_class_names(args.names), args.categories_from,
+                               strict=args.strict)
     else:
         names = read_class_names(args.names) if args.names else None
         dataset = masks_to_coco(args.images, args.masks, names, instance_masks=args.instance_masks,
                                 polygons=args.polygons, background=args.background,
-                                ignore_index=args.ignore_index, min_area=args.min_area)
+                                ignore_index=args.ignore_index, min_area=args.min_area, strict=args.strict)
     coco = write_and_check(dataset, args.out)
-    print(f"wrote {args.out}: {len(coco.imgs)} images, {len(coco.anns)} annotations, "
+    log.info(f"wrote {args.out}: {len(coco.imgs)} images, {len(coco.anns)} annotations, "
           f"{len(coco.cats)} categories (checked with pycocotools)")
     return 0

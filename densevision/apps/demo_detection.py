@@ -2,41 +2,60 @@
 the generated shapes dataset on the CPU, report COCO mAP and draw the validation predictions.
 
 It is the same LightningCLI run a user starts with ``densevision fit --config configs/detection/demo.yaml``
-followed by ``predict`` with the best checkpoint; extra arguments are LightningCLI overrides, e.g.
-``densevision demo detection --trainer.max_epochs=2``.
+followed by ``predict`` with the best checkpoint, in a fresh run folder ``runs/demo-detection/<time>/``
+(as the segmentation demo's ``runs/demo-segmentation/<time>/``). Unknown options are LightningCLI
+overrides, e.g. ``densevision demo detection --trainer.max_epochs=2``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-from densevision.apps import packaged_config
+from densevision.apps import new_run_dir, packaged_config
 from densevision.cli import run_lightning_cli
+from densevision.log import get_logger
+
+log = get_logger(__name__)
 
 DEMO_CONFIG = packaged_config("detection/demo.yaml")
 TARGET_AP50 = 0.8
 
 
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="densevision demo detection", description=__doc__)
+    parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="LightningCLI config (YAML)")
+    parser.add_argument(
+        "--run-dir", type=Path, default=None, help="run folder (default runs/demo-detection/<timestamp>)"
+    )
+    parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
+    return parser.parse_known_args(argv)
+
+
 def main(argv: list[str]) -> int:
-    if not DEMO_CONFIG.is_file():
-        print(f"demo config not found at {DEMO_CONFIG}; run from a source checkout", file=sys.stderr)
-        return 2
+    args, overrides = _parse(argv)
+    if not args.config.is_file():
+        raise FileNotFoundError(f"demo config {args.config} not found; pass --config <path to demo.yaml>")
+    run_dir = args.run_dir or new_run_dir("demo-detection")
+    cli_args = ["fit", "--config", str(args.config), "--trainer.default_root_dir", str(run_dir), *overrides]
+    if args.max_epochs is not None:
+        cli_args += ["--trainer.max_epochs", str(args.max_epochs)]
     start = time.perf_counter()
-    cli = run_lightning_cli(["fit", "--config", str(DEMO_CONFIG), *argv])
+    cli = run_lightning_cli(cli_args)
     trainer = cli.trainer
     checkpoint = trainer.checkpoint_callback.best_model_path or None
     trainer.predict(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
-    run_dir = Path(trainer.log_dir or trainer.default_root_dir)
-    history = json.loads((run_dir / cli.model.metrics_file).read_text())
-    best = max(history, key=lambda m: m["AP50"])
+    history_file = run_dir / cli.model.metrics_file
+    history = json.loads(history_file.read_text()) if history_file.is_file() else []
     minutes = (time.perf_counter() - start) / 60
-    print(f"\ndetection demo: {minutes:.1f} min; best epoch {best['epoch']}: "
-          + ", ".join(f"{k} {best[k]:.3f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")))
-    verdict = "reached" if best["AP50"] >= TARGET_AP50 else "MISSED"
-    print(f"target AP50 >= {TARGET_AP50}: {verdict}")
-    print(f"run folder: {run_dir}\n  metrics per epoch: {run_dir / cli.model.metrics_file}\n"
-          f"  pictures and COCO results: {run_dir / 'predictions'}\n  checkpoint: {checkpoint}")
+    if history:
+        best = max(history, key=lambda m: m["AP50"])
+        log.info(f"\ndetection demo: {minutes:.1f} min; best epoch {best['epoch']}: "
+                 + ", ".join(f"{k} {best[k]:.3f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")))
+        verdict = "reached" if best["AP50"] >= TARGET_AP50 else "MISSED"
+        log.info(f"target AP50 >= {TARGET_AP50}: {verdict}")
+    log.info(f"run folder: {run_dir}\n  metrics per epoch: {history_file}\n"
+             f"  pictures and COCO results: {run_dir / 'predictions'}\n  checkpoint: {checkpoint}")
     return 0

@@ -7,13 +7,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from densevision.apps import packaged_config
+from densevision.apps import new_run_dir, packaged_config
 from densevision.cli import run_lightning_cli
+from densevision.log import get_logger
+
+log = get_logger(__name__)
 
 DEFAULT_CONFIG = packaged_config("segmentation/demo.yaml")
 
@@ -36,7 +38,7 @@ def main(argv: list[str]) -> int:
     args, overrides = _parse(argv)
     if not args.config.is_file():
         raise FileNotFoundError(f"demo config {args.config} not found; pass --config <path to demo.yaml>")
-    run_dir = args.run_dir or Path("runs/demo-segmentation") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = args.run_dir or new_run_dir("demo-segmentation")
     cli_args = ["--config", str(args.config), "--trainer.default_root_dir", str(run_dir), *overrides]
     if args.max_epochs is not None:
         cli_args += ["--trainer.max_epochs", str(args.max_epochs)]
@@ -54,7 +56,7 @@ def main(argv: list[str]) -> int:
     run_dir = Path(trainer.log_dir or run_dir)
     miou = results[0].get("val/mIoU", float("nan")) if results else float("nan")
     best = trainer.checkpoint_callback.best_model_path if ckpt else "(none)"
-    print(_summary(run_dir, best, time.perf_counter() - start, train_seconds, trainer.current_epoch, miou))
+    log.info(_summary(run_dir, best, time.perf_counter() - start, train_seconds, trainer.current_epoch, miou))
     return 0
 
 

@@ -14,6 +14,10 @@ The backbone runs through ``densevision.optimize_for_inference``: with float32 (
 default on CPUs without AMX / AVX512-BF16) the features match the eager model's to ~1e-5; with bfloat16
 autocast (the default where the CPU has AMX / AVX512-BF16) to ~1e-2 of their range. Either way they are
 stored as ``--dtype`` (float32 by default). ``--no-optimize`` runs the eager model itself.
+
+Unreadable images (truncated, empty, not an image, over PIL's pixel limit) are skipped, listed in one
+warning and left out of the rows (and of ``image_files``); ``--strict`` stops at the first. The output
+folder is checked for writing before any work.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from pathlib import Path
 
 import torch
 
-from densevision.datasets.image_io import find_images
+from densevision.datasets.image_io import check_writable, find_images
 from densevision.inference.features import build_backbone, extract_features, save_features
 from densevision.inference.optimize import add_inference_arguments, inference_path
+from densevision.log import get_logger
+
+log = get_logger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers reading images")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored dtype")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_inference_arguments(parser)
     return parser
 
@@ -50,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     features = [n.strip() for n in args.features.split(",") if n.strip()] if args.features else None
     files = find_images(args.input)
+    output = args.output if args.output.suffix == ".npz" else args.output.with_suffix(".npz")
+    check_writable(output.parent)
     model = build_backbone(args.model, features, args.weights)
     runner = inference_path(model, optimize=args.optimize, bf16=args.bf16, compile=args.compile)
-    output = args.output if args.output.suffix == ".npz" else args.output.with_suffix(".npz")
+    kept: list[Path] = []
     result = extract_features(
         runner,
         files,
@@ -61,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         pooled=args.pooled,
         num_workers=args.num_workers,
         dtype=getattr(torch, args.dtype),
+        progress=args.progress,
+        strict=args.strict,
+        kept=kept,
     )
-    save_features(output, result, model, args.model, files, args.input, args.image_size)
+    save_features(output, result, model, args.model, kept, args.input, args.image_size)
     shapes = ", ".join(f"{name} {tuple(value.shape)}" for name, value in result.items())
-    print(f"wrote {output}: {len(files)} images; {shapes}")
+    skipped = f" ({len(files) - len(kept)} unreadable skipped)" if len(kept) < len(files) else ""
+    log.info(f"wrote {output}: {len(kept)} images{skipped}; {shapes}")
     return 0

@@ -1,15 +1,21 @@
 """``densevision predict --checkpoint RUN.ckpt --input IMG_OR_DIR --output OUT`` (also ``densevision infer``):
 a trained checkpoint on image files, without a config or a data module.
 
-The model is rebuilt from the checkpoint alone (``densevision.tasks.checkpoints``,
-``weights_only=True``), and images are resized to the run's training size. Writes, per image ``<stem>``:
+The model is rebuilt from the checkpoint alone (``densevision.tasks.checkpoints``, ``weights_only=True``),
+and images are resized to the run's training size. Writes, per image ``<name>`` (its path under the input
+folder, suffix ``.png``: ``a/x.png`` and ``b/x.png`` stay apart; ``x.png`` and ``x.jpg`` side by side
+become ``x.png.png`` and ``x.jpg.png``):
 
-- segmentation: ``OUT/masks/<stem>.png`` (class indices, 8-bit single channel) and
-  ``OUT/overlays/<stem>.png`` (colour overlay);
-- detection: ``OUT/overlays/<stem>.png`` (boxes, labels, scores and instance masks drawn) and, for all
-  images, ``OUT/predictions.json`` (COCO results: ``image_id``, ``category_id`` = the model's label,
-  ``bbox`` [x, y, w, h] in pixels, ``score``, RLE ``segmentation`` for masks) with
-  ``OUT/images.json`` (COCO ``images``: id, file_name, height, width).
+- segmentation: ``OUT/masks/<name>`` (class indices, 8-bit single channel) and
+  ``OUT/overlays/<name>`` (colour overlay);
+- detection: ``OUT/overlays/<name>`` (boxes, class names, scores and instance masks drawn) and, for all
+  images, ``OUT/predictions.json`` (COCO results: ``image_id``, ``category_id`` = the training data's COCO
+  category id, as Lightning's predict writes it, ``bbox`` [x, y, w, h] in pixels, ``score``, RLE
+  ``segmentation`` for masks) with ``OUT/images.json`` (COCO ``images``: id, file_name, height, width).
+
+Unreadable images (truncated, empty, not an image, over PIL's pixel limit) are skipped and listed in one
+warning; ``--strict`` stops at the first. The output folder is checked for writing before any work.
+``--max-size N`` runs images whose longer side exceeds N pixels downscaled (outputs at the original size).
 
 The model runs through ``densevision.optimize_for_inference`` (BN folded, channels-last, bfloat16
 autocast where the CPU has AMX / AVX512-BF16; a detector's backbone only), and the first image is also run
@@ -23,7 +29,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from densevision.datasets.image_io import find_images
+from densevision.datasets.image_io import check_writable, find_images
 from densevision.inference.optimize import add_inference_arguments
 from densevision.inference.predict import predict
 from densevision.tasks.checkpoints import load_task
@@ -48,17 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="segmentation: predict tile by tile in windows of H x W (default: the run's sliding_window, "
         "else whole images)",
     )  # fmt: skip
+    parser.add_argument("--max-size", type=int, help="longest image side the model sees (default: as is)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_inference_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.max_size is not None and args.max_size < 1:
+        raise ValueError(f"--max-size must be a positive number of pixels, got {args.max_size}")
+    files = find_images(args.input)
+    check_writable(args.output)
     task = load_task(args.checkpoint)
     predict(
         task.model,
-        find_images(args.input),
+        files,
         args.output,
+        root=args.input if args.input.is_dir() else args.input.parent,
+        max_size=args.max_size,
+        strict=args.strict,
+        progress=args.progress,
+        category_ids=getattr(task, "category_ids", None),
         device=args.device,
         optimize=args.optimize,
         bf16=args.bf16,

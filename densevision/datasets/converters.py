@@ -15,7 +15,16 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from densevision.datasets.image_io import IMAGE_SUFFIXES, is_image_file
+from densevision.datasets.image_io import (
+    IMAGE_SUFFIXES,
+    ImageFileError,
+    check_image_file,
+    is_image_file,
+    skipped_message,
+)
+from densevision.log import get_logger
+
+logger = get_logger(__name__)
 
 
 def read_class_names(path: str | Path) -> dict[int, str]:
@@ -41,10 +50,61 @@ def _image_files(images: Path) -> list[Path]:
 
 
 def _image_entry(image_id: int, path: Path, images: Path) -> dict:
-    with Image.open(path) as pil:  # reads the header only
-        width, height = pil.size
+    """The COCO ``images`` entry of ``path``, its size as densevision's reader returns it (EXIF applied).
+
+    Raises:
+        ImageFileError: the file is unreadable (empty, truncated, not an image, over the pixel limit).
+    """
+    width, height = check_image_file(path)
     name = path.relative_to(images).as_posix()
     return {"id": image_id, "file_name": name, "width": width, "height": height}
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image)
+    except (OSError, Image.DecompressionBombError) as err:
+        raise ImageFileError(f"mask {path}: cannot be read ({err})") from err
+
+
+class _Inputs:
+    """The images of a conversion, in order, with unreadable ones skipped and counted (``strict``: the
+    first raises) and a progress bar."""
+
+    def __init__(self, images: Path, strict: bool, desc: str) -> None:
+        self.images, self.strict, self.desc = images, strict, desc
+        self.files = _image_files(images)
+        self.skipped: list[tuple[Path, str]] = []
+
+    def skip(self, path: Path, err: ImageFileError) -> None:
+        if self.strict:
+            raise err
+        self.skipped.append((path, str(err)))
+
+    def __iter__(self):
+        from tqdm import tqdm
+
+        image_id = 0
+        for path in tqdm(self.files, desc=self.desc, unit="image", disable=len(self.files) < 2):
+            try:
+                entry = _image_entry(image_id + 1, path, self.images)
+            except ImageFileError as err:
+                self.skip(path, err)
+                continue
+            image_id += 1
+            yield path, entry
+
+    def report(self) -> None:
+        if self.skipped:
+            logger.warning(skipped_message(self.skipped, len(self.files)))
+
+
+def _no_labels_matched(kind: str, folder: Path, images: Path, example: Path, option: str) -> ValueError:
+    return ValueError(
+        f"no {kind} file in {folder} matches an image under {images} (looked for the image's path with "
+        f"its suffix replaced, e.g. {example}); check {option}"
+    )
 
 
 def _parse_yolo_line(line: str, where: str, num_classes: int) -> tuple[int, list[float]]:
@@ -62,8 +122,13 @@ def _parse_yolo_line(line: str, where: str, num_classes: int) -> tuple[int, list
 
 
 def yolo_to_coco(images: Path, labels: Path, names: dict[int, str],
-                 categories_from: Path | None = None) -> dict:
-    """COCO dataset dict from YOLO detection labels (``labels/<image stem>.txt``)."""
+                 categories_from: Path | None = None, *, strict: bool = False) -> dict:
+    """COCO dataset dict from YOLO detection labels (``labels/<image stem>.txt``); an image without a label
+    file has no objects. Unreadable images are skipped with one warning (``strict``: the first raises).
+
+    Raises:
+        ValueError: no label file matches any image (a wrong ``labels`` folder), or a malformed line.
+    """
     category_ids = {i: i + 1 for i in names}
     if categories_from is not None:
         by_name = {c["name"]: c["id"] for c in json.loads(Path(categories_from).read_text())["categories"]}
@@ -73,10 +138,12 @@ def yolo_to_coco(images: Path, labels: Path, names: dict[int, str],
         category_ids = {i: by_name[n] for i, n in names.items()}
     dataset = {"images": [], "annotations": [],
                "categories": [{"id": category_ids[i], "name": n} for i, n in sorted(names.items())]}
-    for image_id, path in enumerate(_image_files(images), start=1):
-        entry = _image_entry(image_id, path, images)
+    inputs, matched = _Inputs(images, strict, "yolo2coco"), 0
+    for path, entry in inputs:
+        image_id = entry["id"]
         dataset["images"].append(entry)
         label_file = labels / path.relative_to(images).with_suffix(".txt")
+        matched += label_file.is_file()
         lines = label_file.read_text().splitlines() if label_file.is_file() else []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -87,6 +154,10 @@ def yolo_to_coco(images: Path, labels: Path, names: dict[int, str],
             dataset["annotations"].append({
                 "id": len(dataset["annotations"]) + 1, "image_id": image_id, "category_id": category_ids[cls],
                 "bbox": [round(v, 3) for v in box], "area": round(box[2] * box[3], 3), "iscrowd": 0})
+    inputs.report()
+    if not matched:
+        example = labels / inputs.files[0].relative_to(images).with_suffix(".txt")
+        raise _no_labels_matched("label", labels, images, example, "--labels")
     return dataset
 
 
@@ -122,21 +193,33 @@ def _instances(class_mask: np.ndarray, instance_mask: np.ndarray | None, backgro
 
 def masks_to_coco(images: Path, masks: Path, names: dict[int, str] | None = None, *,
                   instance_masks: Path | None = None, polygons: bool = False, background: int = 0,
-                  ignore_index: int = 255, min_area: int = 1) -> dict:
+                  ignore_index: int = 255, min_area: int = 1, strict: bool = False) -> dict:
     """COCO dataset dict from class-index mask PNGs (``masks/<image stem>.png``), optionally with
-    instance-id PNGs; images without a mask file are kept without annotations."""
+    instance-id PNGs; images without a mask file are kept without annotations. Unreadable images and
+    masks are skipped with one warning (``strict``: the first raises).
+
+    Raises:
+        ValueError: no mask file matches any image (a wrong ``masks`` folder), or a mask does not fit.
+    """
     dataset: dict = {"images": [], "annotations": [], "categories": []}
     seen: set[int] = set()
-    for image_id, path in enumerate(_image_files(images), start=1):
-        entry = _image_entry(image_id, path, images)
-        dataset["images"].append(entry)
+    inputs, matched = _Inputs(images, strict, "masks2coco"), 0
+    for path, entry in inputs:
+        image_id = entry["id"]
         mask_file = masks / path.relative_to(images).with_suffix(".png")
         if not mask_file.is_file():
+            dataset["images"].append(entry)
             continue
-        class_mask = np.asarray(Image.open(mask_file))
-        instance_mask = None
-        if instance_masks is not None:
-            instance_mask = np.asarray(Image.open(instance_masks / mask_file.relative_to(masks)))
+        matched += 1
+        try:
+            class_mask = _read_mask(mask_file)
+            instance_mask = None
+            if instance_masks is not None:
+                instance_mask = _read_mask(instance_masks / mask_file.relative_to(masks))
+        except ImageFileError as err:
+            inputs.skip(path, err)
+            continue
+        dataset["images"].append(entry)
         if class_mask.shape[:2] != (entry["height"], entry["width"]) or class_mask.ndim != 2:
             raise ValueError(f"{mask_file}: mask of shape {class_mask.shape} does not match image "
                              f"{path} ({entry['height']}, {entry['width']}); expected a single-channel PNG")
@@ -152,6 +235,10 @@ def masks_to_coco(images: Path, masks: Path, names: dict[int, str] | None = None
                 "id": len(dataset["annotations"]) + 1, "image_id": image_id, "category_id": cls,
                 "bbox": [float(v) for v in mask_utils.toBbox(rle)], "area": area, "iscrowd": 0,
                 "segmentation": _segmentation(binary, polygons)})
+    inputs.report()
+    if not matched:
+        example = masks / inputs.files[0].relative_to(images).with_suffix(".png")
+        raise _no_labels_matched("mask", masks, images, example, "--masks")
     indices = sorted(names) if names is not None else sorted(seen)
     dataset["categories"] = [{"id": i, "name": names[i] if names else f"class_{i}"}
                              for i in indices if i not in (background, ignore_index)]

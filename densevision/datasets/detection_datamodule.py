@@ -14,7 +14,7 @@ from densevision.datasets.coco_detection import (
     split_image_ids,
 )
 from densevision.datasets.detection_transforms import detection_eval_transforms, detection_train_transforms
-from densevision.datasets.shapes_detection import CLASSES, ensure_shapes_detection_dataset
+from densevision.datasets.shapes_detection import CATEGORY_IDS, CLASSES, ensure_shapes_detection_dataset
 
 
 class CocoDetectionDataModule(LightningDataModule):
@@ -82,6 +82,12 @@ class CocoDetectionDataModule(LightningDataModule):
         """``["__background__", name of label 1, ...]``, read from the train json (no setup needed)."""
         categories = sorted(load_coco_json(self.train_annotations)["categories"], key=lambda c: c["id"])
         return ["__background__"] + [c["name"] for c in categories]
+
+    @property
+    def category_ids(self) -> list[int]:
+        """The COCO category id of each label (0 for the background slot), as ``label_to_category_id``."""
+        categories = load_coco_json(self.train_annotations)["categories"]
+        return [0] + sorted(int(c["id"]) for c in categories)
 
     @property
     def num_classes(self) -> int:
@@ -175,3 +181,7 @@ class ShapesDetectionDataModule(CocoDetectionDataModule):
     def class_names(self) -> list[str]:
         # known without the files, which are only generated in prepare_data
         return ["__background__"] + [name for name, _ in CLASSES]
+
+    @property
+    def category_ids(self) -> list[int]:
+        return [0, *CATEGORY_IDS]

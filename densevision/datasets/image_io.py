@@ -11,6 +11,7 @@ their bit depth rather than clipped at 255 as PIL's ``convert("RGB")`` would. Im
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -137,6 +138,60 @@ def find_images(path: str | Path) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {path}")
     return files
+
+
+def output_names(files: Sequence[Path], root: Path, suffix: str = ".png") -> list[Path]:
+    """One output path per input, relative to the input folder ``root`` (``a/x.png`` and ``b/x.png`` stay
+    apart), with ``suffix``; two inputs that would still meet (``x.png`` and ``x.jpg``) keep their own
+    suffix too (``x.png.png``, ``x.jpg.png``). A single file input gives its name."""
+    relative = [Path(f.relative_to(root)) if root.is_dir() else Path(f.name) for f in files]
+    names = [r.with_suffix(suffix) for r in relative]
+    counts: dict[Path, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    pairs = zip(relative, names, strict=True)
+    return [r.with_name(r.name + suffix) if counts[n] > 1 else n for r, n in pairs]
+
+
+def check_writable(folder: Path) -> Path:
+    """Creates ``folder`` (and its parents) and checks a file can be written in it, before any work.
+
+    Raises:
+        PermissionError: naming the folder and what the system said.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".densevision-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"output folder {folder} is not writable ({err.strerror or err})") from err
+    return folder
+
+
+def skipped_message(skipped: Sequence[tuple[Path, str]], total: int, shown: int = 10) -> str:
+    """One message listing unreadable inputs: ``skipped N of M unreadable image(s) (--strict stops at the
+    first): ...`` with the first ``shown`` reasons."""
+    listed = "\n  ".join(reason for _, reason in skipped[:shown])
+    more = f"\n  ... and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return (f"skipped {len(skipped)} of {total} unreadable image(s) (--strict stops at the first):\n  "
+            f"{listed}{more}")
+
+
+def bounded_size(height: int, width: int, max_size: int | None) -> tuple[int, int]:
+    """(height, width) scaled down (aspect ratio kept) so the longer side is at most ``max_size``."""
+    if max_size is None or max(height, width) <= max_size:
+        return height, width
+    scale = max_size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 (``size`` = (h, w)), with PIL's antialiasing bilinear filter."""
+    if tuple(image.shape[:2]) == tuple(size):
+        return image
+    return np.array(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 def to_tensor(

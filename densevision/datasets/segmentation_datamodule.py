@@ -8,18 +8,21 @@ them once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Literal
 
+import torch
+import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from densevision.datasets.segmentation import (
     CAMVID_CLASSES,
     CAMVID_COLORS,
     CAMVID_IGNORE_INDEX,
     Color,
+    SegmentationDataError,
     SegmentationFolder,
 )
 from densevision.datasets.shapes_segmentation import (
@@ -31,6 +34,39 @@ from densevision.datasets.transforms import AugmentPreset, EvaluationTransform, 
 from densevision.visualize import default_palette
 
 ClassWeighting = Literal["none", "median_frequency", "sqrt_median_frequency"]
+
+
+def padding_collate(batch: list[dict], ignore_index: int | None) -> dict:
+    """``default_collate``, except that samples of different sizes (valid data: evaluation keeps each
+    image's size unless ``resize`` is set) are padded at the right and bottom to the largest: images with
+    0, masks with ``ignore_index`` so padding counts in neither loss nor metrics. A padded batch carries
+    ``size`` (N, 2), each sample's own (H, W).
+
+    Raises:
+        SegmentationDataError: sizes differ and there is no ``ignore_index`` to pad masks with; names the
+            files and their sizes.
+    """
+    sizes = [tuple(item["image"].shape[-2:]) for item in batch]
+    if len(set(sizes)) == 1:
+        return default_collate(batch)
+    if ignore_index is None:
+        pairs = zip(batch, sizes, strict=True)
+        listed = ", ".join(f"{item.get('path', '?')} ({w}x{h})" for item, (h, w) in pairs)
+        raise SegmentationDataError(
+            f"one batch holds images of different sizes: {listed}; without an ignore_index the masks cannot "
+            "be padded. Set data.init_args.resize [H, W], data.init_args.batch_size 1, or an ignore_index"
+        )
+    height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
+    padded = []
+    for item, (h, w) in zip(batch, sizes, strict=True):
+        pad = (0, width - w, 0, height - h)
+        padded.append({
+            **item,
+            "image": F.pad(item["image"], pad, value=0.0),
+            "mask": F.pad(item["mask"], pad, value=ignore_index),
+            "size": torch.tensor([h, w]),
+        })
+    return default_collate(padded)
 
 
 class SegmentationDataModule(LightningDataModule):
@@ -149,6 +185,7 @@ class SegmentationDataModule(LightningDataModule):
             drop_last=stage == "train" and len(self.dataset(stage)) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=partial(padding_collate, ignore_index=self.ignore_index),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import warnings
 from pathlib import Path
 
 import torch
@@ -27,8 +26,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils._pytree import tree_leaves, tree_map
 from torchvision.ops import FrozenBatchNorm2d
 
+from densevision.log import get_logger
 from densevision.models.kinds import DETECTOR_TYPES
 from densevision.models.layers import DenseLayer
+
+logger = get_logger(__name__)
 
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -247,9 +249,8 @@ def inference_path(
             )
         return model.eval()
     if bf16 and not cpu_has_fast_bf16() and all(p.device.type == "cpu" for p in model.parameters()):
-        warnings.warn(
-            "this CPU has no AMX / AVX512-BF16: bfloat16 autocast is emulated and usually slower than fp32",
-            stacklevel=2,
+        logger.warning(
+            "this CPU has no AMX / AVX512-BF16: bfloat16 autocast is emulated and usually slower than fp32"
         )
     return optimize_for_inference(model, bf16=bf16, compile=compile)
 

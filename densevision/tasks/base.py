@@ -11,7 +11,29 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn, optim
 
-from densevision.tasks.callbacks import RestoreRngState, StopOnNonFiniteLoss
+from densevision.tasks.callbacks import RestoreRngState, SaveOnInterrupt, StopOnNonFiniteLoss
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's tensors do not fit the task's model."""
+
+
+def describe_state_dict_mismatch(saved: dict, expected: dict, shown: int = 3) -> str:
+    """``""`` when ``saved`` has exactly the keys and shapes of ``expected``, else a one-line summary:
+    counts of missing, unexpected and differently shaped tensors, with the first few named."""
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} in the checkpoint vs {tuple(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in saved and hasattr(saved[k], "shape") and tuple(saved[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    for label, items in (("shapes differ", shapes), ("missing", missing), ("unexpected", unexpected)):
+        if items:
+            more = f", ... ({len(items) - shown} more)" if len(items) > shown else ""
+            parts.append(f"{len(items)} tensor(s) {label} ({', '.join(items[:shown])}{more})")
+    return "; ".join(parts)
 
 
 def default_optimizer(params) -> optim.Optimizer:
@@ -56,8 +78,20 @@ class BaseTask(LightningModule):
 
     def configure_callbacks(self):
         """Callbacks every task needs whatever the config says: stop on a non-finite loss; random
-        generators saved in checkpoints and restored on resume."""
-        return [StopOnNonFiniteLoss(), RestoreRngState()]
+        generators saved in checkpoints and restored on resume; a resumable checkpoint on SIGTERM / SIGINT."""
+        return [StopOnNonFiniteLoss(), RestoreRngState(), SaveOnInterrupt()]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuses a checkpoint of another model in a few lines before Lightning's strict load would print
+        every mismatched tensor."""
+        problem = describe_state_dict_mismatch(checkpoint.get("state_dict", {}), self.state_dict())
+        if problem:
+            path = self.trainer.ckpt_path if self._trainer is not None else None
+            where = f" {path}" if path else ""
+            raise CheckpointMismatchError(
+                f"checkpoint{where} does not fit this config's model: {problem}. Was it trained with another "
+                "config (another model, depth or num_classes)?"
+            )
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(p for p in self.model.parameters() if p.requires_grad)

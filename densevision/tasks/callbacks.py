@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from densevision.log import get_logger
+
+log = get_logger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -66,3 +74,51 @@ class RestoreRngState(Callback):
         random.setstate((version, tuple(internal), gauss))
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+def last_checkpoint_path(trainer: Trainer) -> Path:
+    """Where ``--ckpt_path last`` looks: ``last.ckpt`` in the first ``ModelCheckpoint``'s folder (once
+    set up), else in ``<default_root_dir>/checkpoints``."""
+    callback = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+    folder = callback.dirpath if callback is not None and callback.dirpath else None
+    folder = Path(folder) if folder else Path(trainer.default_root_dir) / "checkpoints"
+    name = callback.CHECKPOINT_NAME_LAST if callback is not None else "last"
+    extension = callback.FILE_EXTENSION if callback is not None else ".ckpt"
+    return folder / f"{name}{extension}"
+
+
+class SaveOnInterrupt(Callback):
+    """SIGTERM (a cluster's or ``kill``'s stop) and SIGINT (Ctrl+C) during ``fit`` save a resumable
+    ``last.ckpt`` before the process exits non-zero, so ``--ckpt_path last`` continues from there.
+
+    Lightning only notices a SIGTERM at the end of an epoch or between validation batches (and then exits
+    0 before any checkpoint); here it stops after the current training batch, and ``on_exception``
+    writes the checkpoint for both signals. ``densevision.cli`` turns the exit into status 143 (SIGTERM);
+    Lightning exits 1 after a KeyboardInterrupt.
+    """
+
+    def on_train_batch_end(self, trainer: Trainer, *args) -> None:
+        if trainer.received_sigterm:
+            raise SIGTERMException
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            return
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        which = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT (KeyboardInterrupt)"
+        path = last_checkpoint_path(trainer)
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last:
+                # recorded in the checkpoint, so the resumed run overwrites this file, not last-v1.ckpt
+                callback.last_model_path = str(path)
+        try:
+            trainer.save_checkpoint(path)
+        except Exception as err:  # the stop goes on; say why nothing could be saved
+            log.error(f"stopped by {which}; could not save {path}: {err}")
+            return
+        log.warning(
+            f"stopped by {which} at epoch {trainer.current_epoch}, global step {trainer.global_step}: "
+            f"saved {path}; resume with --ckpt_path last"
+        )
+

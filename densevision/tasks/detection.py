@@ -10,6 +10,7 @@ Validation computes COCO mAP with pycocotools on the validation dataset's ground
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch.distributed as dist
@@ -40,6 +41,10 @@ class DetectionTask(BaseTask):
         lr_scheduler: ``optimizer -> LRScheduler`` or None; stepped once per epoch.
         metrics_file: per-epoch COCO metrics are appended to this file in the run's log folder.
         mask_threshold: mask probability threshold for the segm results.
+        class_names: name of each label, ``"__background__"`` first (linked from the data module; kept in
+            the checkpoint so ``densevision predict`` draws names).
+        category_ids: the COCO category id of each label, 0 first (linked from the data module; kept in
+            the checkpoint so ``densevision predict`` writes the ids Lightning's predict writes).
     """
 
     def __init__(
@@ -50,12 +55,24 @@ class DetectionTask(BaseTask):
         *,
         metrics_file: str = "coco_metrics.json",
         mask_threshold: float = 0.5,
+        class_names: Sequence[str] | None = None,
+        category_ids: Sequence[int] | None = None,
     ) -> None:
         super().__init__(model, optimizer, lr_scheduler)
         self.save_config_hyperparameters()
+        self.class_names = list(class_names) if class_names else None
+        self.category_ids = [int(i) for i in category_ids] if category_ids else None
         self.metrics_file = metrics_file
         self.mask_threshold = mask_threshold
         self._val_results: dict[int, list[dict]] = {}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keeps the label space in the checkpoint's hyper-parameters, where ``load_task`` (and Lightning's
+        ``--ckpt_path`` parsing) read constructor arguments from. Not ``save_hyperparameters``: under
+        LightningCLI it records the whole config section, links the task does not take included."""
+        labels = {"class_names": self.class_names, "category_ids": self.category_ids}
+        labels = {k: v for k, v in labels.items() if v}
+        checkpoint.setdefault("hyper_parameters", {}).update(labels)
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         return self.model(images)
@@ -108,7 +125,11 @@ class DetectionTask(BaseTask):
             return
         metrics = self.compute_metrics(per_image, stage)
         # every process computed the same numbers from the gathered results: no reduction needed
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=False)
+        shown = {"AP", "AP50"}  # in the progress bar; all of them in the loggers
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items() if k not in shown}, sync_dist=False)
+        self.log_dict(
+            {f"{stage}/{k}": metrics[k] for k in shown if k in metrics}, sync_dist=False, prog_bar=True
+        )
         log_dir = self.trainer.log_dir  # a collective under DDP (broadcast): every process must ask
         if not self.trainer.sanity_checking and self.trainer.is_global_zero:
             self._append_metrics(metrics, log_dir, stage)

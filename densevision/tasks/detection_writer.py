@@ -8,26 +8,28 @@ from pathlib import Path
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
-from torchvision.io import write_png
 
 from densevision.datasets.coco_eval import detections_to_coco
 from densevision.tasks.detection import gather_objects
-from densevision.visualize import draw_detections
+from densevision.visualize import detection_side_by_side
 
 
 class DetectionPredictionWriter(BasePredictionWriter):
-    """Writes ``<output_dir>/<image id>.png`` pictures and ``<output_dir>/predictions.json`` (COCO results).
+    """Writes ``<output_dir>/<image id>.png`` pictures (ground truth beside the prediction, with class names,
+    enlarged to at least ``min_height`` pixels) and ``<output_dir>/predictions.json`` (COCO results).
 
     Args:
         output_dir: folder for the outputs; None = ``<log dir>/predictions``.
         score_threshold: detections drawn on the pictures (the json keeps them all).
         max_pictures: pictures written per process; None = all.
+        min_height: pictures of smaller images are enlarged by a whole factor to at least this height.
     """
 
     def __init__(self, output_dir: str | None = None, score_threshold: float = 0.5,
-                 max_pictures: int | None = None) -> None:
+                 max_pictures: int | None = None, min_height: int = 384) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
+        self.min_height = min_height
         self.score_threshold = score_threshold
         self.max_pictures = max_pictures
         self._results: dict[int, list[dict]] = {}
@@ -53,9 +55,10 @@ class DetectionPredictionWriter(BasePredictionWriter):
                 orig_size=tuple(target["orig_size"].tolist()),
                 label_to_category_id=dataset.label_to_category_id)
             if self.max_pictures is None or self._written < self.max_pictures:
-                picture = draw_detections(image, detection, dataset.class_names,
-                                          score_threshold=self.score_threshold)
-                write_png(picture, str(self._folder(trainer) / f"{image_id}.png"))
+                picture = detection_side_by_side(image, target, detection, dataset.class_names,
+                                                 score_threshold=self.score_threshold,
+                                                 min_height=self.min_height)
+                picture.save(self._folder(trainer) / f"{image_id}.png")
                 self._written += 1
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -254,8 +254,11 @@ class SegmentationPictureWriter(Callback):
                 return
             masks = batch.get("mask")
             target = None if masks is None else masks[i].cpu().numpy()
-            prediction = prediction.cpu().numpy().astype(np.int64)
-            image = denormalize(batch["image"][i])
+            image, prediction = denormalize(batch["image"][i]), prediction.cpu().numpy().astype(np.int64)
+            if "size" in batch:  # a padded batch of images of different sizes: each at its own size
+                h, w = (int(v) for v in batch["size"][i])
+                image, prediction = image[:h, :w], prediction[:h, :w]
+                target = None if target is None else target[:h, :w]
             if image.shape[:2] != prediction.shape:  # the network ran at the training size
                 image = cv2.resize(image, prediction.shape[::-1], interpolation=cv2.INTER_LINEAR)
             picture = side_by_side(image, target, prediction, names, colors, ignore_index)

@@ -126,3 +126,43 @@ def test_messy_folder_trains_a_whole_epoch_with_skip_bad(tmp_path: Path) -> None
     assert len(dataset.skipped) == 5
     batches = list(torch.utils.data.DataLoader(dataset, batch_size=2))
     assert sum(len(b["image"]) for b in batches) == 3
+
+
+def _mixed_sizes(root: Path) -> None:
+    """A val split of two images of different sizes (valid data: evaluation keeps each image's size)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for stem, (h, w) in (("small", (24, 36)), ("large", (32, 40))):
+            image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            image.save(root / split / f"{stem}.png")
+            mask = Image.fromarray(rng.integers(0, 3, (h, w), dtype=np.uint8))
+            mask.save(root / f"{split}annot" / f"{stem}.png")
+
+
+def test_validation_with_images_of_different_sizes_pads_or_names_the_files(tmp_path: Path) -> None:
+    from lightning.pytorch import Trainer
+
+    from densevision.datasets.segmentation_datamodule import SegmentationDataModule
+    from densevision.models.segmentation.tiramisu import FCDenseNet
+    from densevision.tasks.segmentation import SegmentationTask
+
+    _mixed_sizes(tmp_path)
+    model = FCDenseNet(num_classes=3, growth_rate=4, down_blocks=(1, 1), bottleneck_layers=1, stem_channels=8)
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=tmp_path / "run")
+    data = SegmentationDataModule(str(tmp_path), num_classes=3, ignore_index=255, batch_size=2,
+                                  augment="none")
+    batch = next(iter(data.val_dataloader()))
+    # padded to the larger image; the padding is ignored (255) and each sample's size is kept
+    assert batch["image"].shape == (2, 3, 32, 40) and batch["size"].tolist() == [[32, 40], [24, 36]]
+    assert (batch["mask"][1, 24:] == 255).all() and (batch["mask"][1, :, 36:] == 255).all()
+    task = SegmentationTask(model, num_classes=3, ignore_index=255)
+    (metrics,) = trainer.validate(task, datamodule=data, verbose=False)
+    assert 0 <= metrics["val/mIoU"] <= 1
+
+    no_ignore = SegmentationDataModule(str(tmp_path), num_classes=3, batch_size=2, augment="none")
+    with pytest.raises(SegmentationDataError, match=r"different sizes: .*large\.png \(40x32\), .*small\.png "
+                                                    r"\(36x24\).*resize"):
+        next(iter(no_ignore.val_dataloader()))

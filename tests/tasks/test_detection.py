@@ -59,6 +59,7 @@ def test_fit_validate_writes_coco_metrics(tmp_path, shapes_root):
     trainer.fit(task, _datamodule(shapes_root))
     for name in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
         assert f"val/{name}" in trainer.callback_metrics
+    assert {"val/AP", "val/AP50"} <= set(trainer.progress_bar_metrics)  # shown while training
     assert torch.isfinite(trainer.logged_metrics["train/loss"])
     history = json.loads((tmp_path / "coco_metrics.json").read_text())
     assert [entry["epoch"] for entry in history] == [0, 1]  # not the sanity check
@@ -91,8 +92,12 @@ def test_predict_writes_pictures_and_coco_results(tmp_path, shapes_root):
     writer = DetectionPredictionWriter(output_dir=str(tmp_path / "pred"), score_threshold=0.0, max_pictures=2)
     trainer = _trainer(tmp_path, callbacks=[writer])
     trainer.predict(DetectionTask(tiny_fcos()), datamodule=dm, return_predictions=False)
-    pictures = sorted(p.name for p in (tmp_path / "pred").glob("*.png"))
+    pictures = sorted((tmp_path / "pred").glob("*.png"))
     assert len(pictures) == 2
+    # ground truth beside the prediction, each 64 px image enlarged x6 so names and boxes can be read
+    from PIL import Image
+
+    assert Image.open(pictures[0]).size == (2 * 384 + 4, 384 + 14)
     results = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     assert {r["image_id"] for r in results} == set(dm.val_dataset.ids)
     assert {r["category_id"] for r in results} <= {3, 7, 11, 20}
@@ -103,7 +108,10 @@ def test_coco_datamodule_splits_a_single_json(tmp_path, shapes_root):
     custom = CocoDetectionDataModule(str(shapes_root / "images"), str(shapes_root / "annotations/train.json"),
                                      val_fraction=0.5, with_masks=True, image_size=48)
     assert custom.num_classes == 5 and custom.class_names == dm.class_names
+    # the label -> COCO id mapping the task keeps for densevision predict is the datasets' own
+    assert custom.category_ids == dm.category_ids == [0, 3, 7, 11, 20]
     custom.setup("fit")
+    assert custom.val_dataset.label_to_category_id == custom.category_ids
     assert sorted(custom.train_dataset.ids + custom.val_dataset.ids) == [1, 2, 3, 4]
     images, targets = next(iter(custom.val_dataloader()))
     assert images[0].shape == (3, 48, 48) and "masks" in targets[0]

@@ -1,5 +1,6 @@
 """Interrupted training: a ``densevision fit`` process SIGKILLed mid-epoch resumes with ``--ckpt_path last``
-from its last checkpoint and ends exactly where an uninterrupted run with the same seed ends.
+from its last checkpoint and ends exactly where an uninterrupted run with the same seed ends; SIGTERM and
+SIGINT save a resumable ``last.ckpt`` and exit non-zero.
 
 Checkpoints are written at every epoch end (2 steps per epoch); the kill comes after step 3, in the middle
 of the second epoch, and the resume starts from the end of the first. Resuming from a checkpoint written
@@ -93,3 +94,37 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Pa
     metrics_full, metrics_resumed = last_metrics(full_dir), last_metrics(killed_dir)
     for name in ("val/loss", "val/mIoU", "val/pixel_accuracy"):
         assert metrics_resumed[name] == pytest.approx(metrics_full[name], abs=1e-6), name
+
+
+# the demo config's own checkpoint callback (monitor val/mIoU, best.ckpt and last.ckpt)
+_CHECKPOINT = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+               "init_args": {"monitor": "val/mIoU", "mode": "max", "save_last": True, "filename": "best"}}
+
+
+def _stopped_by(signal_name: str, at: str, tmp_path: Path):
+    run_dir = tmp_path / signal_name
+    stop = {"class_path": "tests.tasks.reliability_callbacks.SignalAt",
+            "init_args": {"signal_name": signal_name, "at": at, "step": 1}}
+    overlay = tiny_segmentation(run_dir, tmp_path / "shapes", epochs=EPOCHS, callbacks=[_CHECKPOINT, stop])
+    overlay["trainer"]["check_val_every_n_epoch"] = 1
+    return run_dir, overlay, fit("segmentation/demo.yaml", overlay, tmp_path)
+
+
+def test_sigterm_during_the_first_validation_saves_a_resumable_checkpoint(tmp_path: Path) -> None:
+    run_dir, overlay, stopped = _stopped_by("SIGTERM", "validation", tmp_path)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "stopped by SIGTERM" in stopped.stderr
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2  # after epoch 0
+    overlay["trainer"]["callbacks"][1]["init_args"]["at"] = "never"  # the same callbacks, no signal
+    resumed = fit("segmentation/demo.yaml", overlay, tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2 * EPOCHS
+
+
+def test_sigint_mid_epoch_saves_a_resumable_checkpoint(tmp_path: Path) -> None:
+    run_dir, _, stopped = _stopped_by("SIGINT", "train", tmp_path)
+    assert stopped.returncode != 0, stopped.stderr[-3000:]
+    assert "stopped by SIGINT" in stopped.stderr
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 1 and state["epoch"] == 0  # inside epoch 0, where the signal came
