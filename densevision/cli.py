@@ -170,6 +170,12 @@ class DenseVisionCLI(LightningCLI):
     which is where ``--ckpt_path last`` looks.
     """
 
+    def _parse_ckpt_path(self) -> None:
+        """Keep the command's config as given. LightningCLI would parse the checkpoint's hyper-parameters
+        over it, silently replacing a model the user changed on the command line (a checkpoint that does
+        not fit must be an error) and failing on values linked from the data module; densevision's
+        checkpoints rebuild themselves where no config is given (``densevision predict --checkpoint``)."""
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
         for source, target in DATA_LINKS:

@@ -86,8 +86,9 @@ def test_load_task_refuses_untrusted_class_path(tmp_path):
 
 
 def test_weights_that_do_not_fit_the_described_model(tmp_path):
-    ckpt, _ = write_checkpoint(tmp_path / "last.ckpt", cli_hparams({**TINY, "num_classes": 5}), num_classes=3)
-    with pytest.raises(CheckpointError, match=r"does not fit the 'DenseNet' \(num_classes=5\)"):
+    hparams = cli_hparams({**TINY, "num_classes": 5}, num_classes=5)
+    ckpt, _ = write_checkpoint(tmp_path / "last.ckpt", hparams, num_classes=3)
+    with pytest.raises(CheckpointError, match=r"does not fit this config's model.*model.classifier.weight"):
         load_task(ckpt)
 
 

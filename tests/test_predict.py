@@ -22,10 +22,12 @@ from tests.bn import randomize_bn_statistics
 from tests.fit_checkpoint import cli_hparams, write_fit_checkpoint
 
 
-def write_run(root, model: torch.nn.Module, class_path: str, init_args: dict, **task_args):
+def write_run(
+    root, model: torch.nn.Module, class_path: str, init_args: dict, num_classes: int = 4, **task_args
+):
     """A segmentation fit run's checkpoint: checkpoints/last.ckpt with the task config in its
     hyper-parameters."""
-    hparams = cli_hparams(class_path, init_args, num_classes=init_args["num_classes"], **task_args)
+    hparams = cli_hparams(class_path, init_args, num_classes=num_classes, **task_args)
     return write_fit_checkpoint(root / "checkpoints" / "last.ckpt", model, hparams, num_classes=4)
 
 
@@ -219,8 +221,12 @@ def test_predict_skips_unreadable_images_and_keeps_relative_names(tmp_path, capl
     assert len(list((out / "overlays").rglob("*.png"))) == 4
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "skipped 4 of 8 unreadable image(s)" in warnings[0]
-    for name, reason in [("bomb.png", "too large"), ("empty.png", "cannot be read"),
-                         ("text.png", "cannot be read"), ("truncated.png", "cannot be read")]:
+    for name, reason in [
+        ("bomb.png", "too large"),
+        ("empty.png", "cannot be read"),
+        ("text.png", "cannot be read"),
+        ("truncated.png", "cannot be read"),
+    ]:
         assert f"{name}: {reason}" in warnings[0]
     assert "wrote 4 image(s)" in caplog.text
 
@@ -260,8 +266,24 @@ def test_predict_max_size_bounds_what_the_model_sees(tmp_path):
     ckpt = write_run(tmp_path / "run", seg, SEG_CLASS, TINY_SEG)
     _write_image(tmp_path / "in" / "big.png", (48, 64))
     out = tmp_path / "out"
-    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(tmp_path / "in"), "--output", str(out),
-                 "--no-optimize", "--max-size", "32", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(out),
+                "--no-optimize",
+                "--max-size",
+                "32",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     mask = np.array(Image.open(out / "masks" / "big.png"))
     assert mask.shape == (48, 64)  # given back at the original size
     small = resize_image(read_rgb_image(tmp_path / "in" / "big.png"), (24, 32))
@@ -269,13 +291,30 @@ def test_predict_max_size_bounds_what_the_model_sees(tmp_path):
         expected = seg(to_tensor(small, mean=MEAN, std=STD)[None])[0].argmax(0).numpy().astype(np.uint8)
     expected = np.array(Image.fromarray(expected).resize((64, 48), Image.Resampling.NEAREST))
     np.testing.assert_array_equal(mask, expected)
-    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(tmp_path / "in"), "--output", str(out),
-                 "--max-size", "0"]) == 1
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(out),
+                "--max-size",
+                "0",
+            ]
+        )
+        == 1
+    )
 
 
 def test_coco_results_use_the_training_category_ids():
-    detection = {"boxes": torch.tensor([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 3.0, 5.0]]),
-                 "labels": torch.tensor([1, 2]), "scores": torch.tensor([0.9, 0.2])}
+    detection = {
+        "boxes": torch.tensor([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 3.0, 5.0]]),
+        "labels": torch.tensor([1, 2]),
+        "scores": torch.tensor([0.9, 0.2]),
+    }
     records = coco_results(detection, image_id=3, image_size=(8, 8), category_ids=[0, 7, 11])
     assert [r["category_id"] for r in records] == [7, 11]
 
@@ -294,7 +333,21 @@ def test_predict_tool_writes_the_category_ids_and_names_of_the_run(tmp_path, ima
     task = load_task(ckpt)
     assert task.class_names == hyper["class_names"] and task.category_ids == [0, 17, 18]
     out = tmp_path / "out"
-    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(images), "--output", str(out),
-                 "--no-optimize", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--input",
+                str(images),
+                "--output",
+                str(out),
+                "--no-optimize",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "predictions.json").read_text())
     assert results and {r["category_id"] for r in results} <= {17, 18}

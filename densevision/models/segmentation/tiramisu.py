@@ -280,51 +280,33 @@ def fcdensenet103(
     return _fcdensenet(16, (4, 5, 7, 10, 12), 15, **locals())
 
 
-@register_model
-def tiramisu_densenet121(
-    *, num_classes: int = 11, weights: str | Path | None = None, in_chans: int = 3,
-    decoder_layers: Sequence[int] | None = None, growth_rate: int = 16, drop_rate: float = 0.2,
-    memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-) -> TiramisuSegmenter:
-    """Tiramisu up path on DenseNet-121; ``weights``: a local ImageNet state dict for the backbone."""
-    return tiramisu_densenet("densenet121", **locals())
+def _register_tiramisu_preset(depth: int) -> None:
+    """Register ``tiramisu_densenet<depth>``: ``tiramisu_densenet("densenet<depth>", ...)`` as a module-level
+    function with explicit keyword arguments (a YAML ``class_path`` target; typos fail when parsed)."""
+
+    def preset(
+        *,
+        num_classes: int = 11,
+        weights: str | Path | None = None,
+        in_chans: int = 3,
+        decoder_layers: Sequence[int] | None = None,
+        growth_rate: int = 16,
+        drop_rate: float = 0.2,
+        memory_efficient: bool = False,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ) -> TiramisuSegmenter:
+        return tiramisu_densenet(
+            f"densenet{depth}", num_classes=num_classes, weights=weights, in_chans=in_chans,
+            decoder_layers=decoder_layers, growth_rate=growth_rate, drop_rate=drop_rate,
+            memory_efficient=memory_efficient, norm_layer=norm_layer,
+        )  # fmt: skip
+
+    preset.__name__ = preset.__qualname__ = f"tiramisu_densenet{depth}"
+    preset.__doc__ = (
+        f"Tiramisu up path on DenseNet-{depth}; ``weights``: a local ImageNet state dict for the backbone."
+    )
+    globals()[preset.__name__] = register_model(preset)
 
 
-@register_model
-def tiramisu_densenet161(
-    *, num_classes: int = 11, weights: str | Path | None = None, in_chans: int = 3,
-    decoder_layers: Sequence[int] | None = None, growth_rate: int = 16, drop_rate: float = 0.2,
-    memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-) -> TiramisuSegmenter:
-    """Tiramisu up path on DenseNet-161; ``weights``: a local ImageNet state dict for the backbone."""
-    return tiramisu_densenet("densenet161", **locals())
-
-
-@register_model
-def tiramisu_densenet169(
-    *, num_classes: int = 11, weights: str | Path | None = None, in_chans: int = 3,
-    decoder_layers: Sequence[int] | None = None, growth_rate: int = 16, drop_rate: float = 0.2,
-    memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-) -> TiramisuSegmenter:
-    """Tiramisu up path on DenseNet-169; ``weights``: a local ImageNet state dict for the backbone."""
-    return tiramisu_densenet("densenet169", **locals())
-
-
-@register_model
-def tiramisu_densenet201(
-    *, num_classes: int = 11, weights: str | Path | None = None, in_chans: int = 3,
-    decoder_layers: Sequence[int] | None = None, growth_rate: int = 16, drop_rate: float = 0.2,
-    memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-) -> TiramisuSegmenter:
-    """Tiramisu up path on DenseNet-201; ``weights``: a local ImageNet state dict for the backbone."""
-    return tiramisu_densenet("densenet201", **locals())
-
-
-@register_model
-def tiramisu_densenet264(
-    *, num_classes: int = 11, weights: str | Path | None = None, in_chans: int = 3,
-    decoder_layers: Sequence[int] | None = None, growth_rate: int = 16, drop_rate: float = 0.2,
-    memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-) -> TiramisuSegmenter:
-    """Tiramisu up path on DenseNet-264; ``weights``: a local ImageNet state dict for the backbone."""
-    return tiramisu_densenet("densenet264", **locals())
+for _depth in (121, 161, 169, 201, 264):
+    _register_tiramisu_preset(_depth)
