@@ -128,4 +128,6 @@ def test_detection_config_fit_predict_export_validate_test(config, shapes_coco, 
     task = load_task(run / "checkpoints" / "last.ckpt")
     categories = json.loads((shapes_coco / "annotations" / "train.json").read_text())["categories"]
     # the label space is linked from the data (4 shapes + slot 0), not the config's written 81 or 91
-    assert task.hparams["model"]["init_args"]["num_classes"] == len(categories) + 1
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert saved["model"]["init_args"]["num_classes"] == len(categories) + 1
+    assert task.class_names[1:] == [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
