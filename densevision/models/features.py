@@ -56,3 +56,18 @@ def select_features(
     if not wanted:
         raise ValueError(f"out_features is empty; choose one or more of {known}")
     return tuple(spec for spec in available if spec.name in wanted)
+
+
+def check_backbone_input(backbone: object, x: object) -> None:
+    """Refuse input a backbone cannot take: not (N, backbone.in_chans, H, W), or H / W below its
+    ``min_input_size`` (its total stride). One check, one message, for every backbone family."""
+    if x.dim() != 4 or x.shape[1] != backbone.in_chans:
+        raise ValueError(
+            f"{type(backbone).__name__} expects input of shape (N, {backbone.in_chans}, H, W), got "
+            f"{tuple(x.shape)}; set in_chans to your image's channel count"
+        )
+    if x.shape[-2] < backbone.min_input_size or x.shape[-1] < backbone.min_input_size:
+        raise ValueError(
+            f"input {tuple(x.shape[-2:])} is smaller than this network's total stride: H and W must "
+            f"be at least {backbone.min_input_size}"
+        )

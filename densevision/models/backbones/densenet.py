@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from densevision.models.features import FeatureSpec, feature_name, select_features
+from densevision.models.features import FeatureSpec, check_backbone_input, feature_name, select_features
 from densevision.models.layers import DenseBlock, NormLayer, Transition
 from densevision.models.registry import register_model
 from densevision.models.weights import load_state_dict_strict, load_weights_file
@@ -162,16 +162,7 @@ class DenseNet(nn.Module):
         )
 
     def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"{type(self).__name__} expects input of shape (N, {self.in_chans}, H, W), got "
-                f"{tuple(x.shape)}; set in_chans to your image's channel count"
-            )
-        if x.shape[-2] < self.min_input_size or x.shape[-1] < self.min_input_size:
-            raise ValueError(
-                f"input {tuple(x.shape[-2:])} is smaller than this network's total stride: H and W must "
-                f"be at least {self.min_input_size}"
-            )
+        check_backbone_input(self, x)
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         """(N, in_chans, H, W) -> {name: (N, C, ~H / stride, ~W / stride)} for the selected features.
