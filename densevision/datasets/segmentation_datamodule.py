@@ -34,6 +34,7 @@ from densevision.datasets.transforms import AugmentPreset, EvaluationTransform, 
 from densevision.visualize import default_palette
 
 ClassWeighting = Literal["none", "median_frequency", "sqrt_median_frequency"]
+HoldoutSplit = Literal["val", "test"]
 
 
 def padding_collate(batch: list[dict], ignore_index: int | None) -> dict:
@@ -92,9 +93,13 @@ class SegmentationDataModule(LightningDataModule):
             or ``none``.
         skip_bad: drop bad samples (with a warning summary) instead of raising.
         train_split, val_split, test_split, predict_split: image sub-folder names.
-        holdout_sequence: a file-name prefix (a video sequence, e.g. CamVid's ``0006R0``): training uses
-            train + val without its frames, validation (and predict, when it reads the val split) its frames
-            alone. A measure of generalisation to scenes the model never saw; None = the splits as they are.
+        holdout_sequence: a file-name prefix (a video sequence, e.g. CamVid's ``0006R0``) whose frames
+            (from the train and val splits) no training step sees: a measure of generalisation to scenes
+            the model never saw; None = the splits as they are.
+        holdout_split: where the held-out frames go. ``val``: training uses train + val without them and
+            validation (and predict, when it reads the val split) them alone. ``test``: training uses the
+            train split without them, validation the val split without them, and ``test`` them alone, so
+            one run is scored both on its val split (``fit``) and on the unseen sequence (``test``).
     """
 
     def __init__(
@@ -118,10 +123,14 @@ class SegmentationDataModule(LightningDataModule):
         test_split: str = "test",
         predict_split: str = "val",
         holdout_sequence: str | None = None,
+        holdout_split: HoldoutSplit = "val",
     ) -> None:
         super().__init__()
+        if holdout_split not in ("val", "test"):
+            raise ValueError(f"holdout_split={holdout_split!r}: expected 'val' or 'test'")
         self.root = Path(root)
         self.holdout_sequence = holdout_sequence
+        self.holdout_split = holdout_split
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]
@@ -142,13 +151,7 @@ class SegmentationDataModule(LightningDataModule):
         """The (cached) dataset of ``stage``: train, val, test or predict."""
         if stage not in self._datasets:
             self.prepare_data()
-            split: str | list[str] = self.splits[stage]
-            keep = None
-            seq = self.holdout_sequence
-            if seq is not None and split in (self.splits["train"], self.splits["val"]):
-                held_out = stage != "train"
-                split = [self.splits["train"], self.splits["val"]]
-                keep = _HoldOut(seq, held_out)
+            split, keep = self._split_of(stage)
             self._datasets[stage] = SegmentationFolder(
                 self.root,
                 split,
@@ -161,6 +164,23 @@ class SegmentationDataModule(LightningDataModule):
                 keep=keep,
             )
         return self._datasets[stage]
+
+    def _split_of(self, stage: str) -> tuple[str | list[str], _HoldOut | None]:
+        """The sub-folder(s) ``stage`` reads and, with ``holdout_sequence``, which of their frames it keeps."""
+        split: str = self.splits[stage]
+        seq = self.holdout_sequence
+        both = [self.splits["train"], self.splits["val"]]
+        if seq is None:
+            return split, None
+        if self.holdout_split == "val":
+            if split not in both:
+                return split, None
+            return both, _HoldOut(seq, held_out=stage != "train")
+        if stage == "test":
+            return both, _HoldOut(seq, held_out=True)
+        if split in both:
+            return split, _HoldOut(seq, held_out=False)
+        return split, None
 
     @cached_property
     def class_weights(self) -> list[float] | None:
@@ -236,6 +256,7 @@ class CamVidDataModule(SegmentationDataModule):
         skip_bad: bool = False,
         predict_split: str = "val",
         holdout_sequence: str | None = None,
+        holdout_split: HoldoutSplit = "val",
     ) -> None:
         super().__init__(
             root,
@@ -253,6 +274,7 @@ class CamVidDataModule(SegmentationDataModule):
             skip_bad=skip_bad,
             predict_split=predict_split,
             holdout_sequence=holdout_sequence,
+            holdout_split=holdout_split,
         )
 
 

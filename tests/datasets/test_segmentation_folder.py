@@ -137,3 +137,33 @@ def test_camvid_val_split(shared_data: Path) -> None:
     assert set(item["mask"].unique().tolist()) <= set(range(12))
     # Every class appears in CamVid val, and void pixels are not counted.
     assert (val.class_pixels > 0).all() and val.class_pixels.sum() < 101 * 480 * 360
+
+
+def _stems(module: CamVidDataModule, stage: str) -> list[str]:
+    return sorted(s.image.stem for s in module.dataset(stage).samples)
+
+
+@pytest.mark.parametrize("holdout_split", ["val", "test"])
+def test_holdout_sequence_is_never_trained_on(tmp_path: Path, holdout_split: str) -> None:
+    (mask,) = masks(1, num_classes=11)
+    for split, stems in {"train": ["0001TP_1", "0006R0_1", "0016E5_1"], "val": ["0016E5_9", "0006R0_9"]}.items():
+        for stem in stems:
+            write_sample(tmp_path, stem, mask, split=split)
+    module = CamVidDataModule(str(tmp_path), holdout_sequence="0006R0", holdout_split=holdout_split)
+    if holdout_split == "val":  # train + val without 0006R0; validation is 0006R0 alone
+        assert _stems(module, "train") == ["0001TP_1", "0016E5_1", "0016E5_9"]
+        assert _stems(module, "val") == ["0006R0_1", "0006R0_9"]
+    else:  # train and val keep their frames without 0006R0; test is 0006R0 alone
+        assert _stems(module, "train") == ["0001TP_1", "0016E5_1"]
+        assert _stems(module, "val") == ["0016E5_9"]
+        assert _stems(module, "test") == ["0006R0_1", "0006R0_9"]
+
+
+def test_holdout_split_and_unknown_sequence_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="holdout_split='train': expected 'val' or 'test'"):
+        CamVidDataModule(str(tmp_path), holdout_sequence="0006R0", holdout_split="train")
+    for split in ("train", "val"):
+        write_sample(tmp_path, f"0016E5_{split}", masks(1)[0], split=split)
+    module = CamVidDataModule(str(tmp_path), holdout_sequence="0006R0", holdout_split="test")
+    with pytest.raises(SegmentationDataError, match="no image is kept by holdout_sequence='0006R0'"):
+        module.dataset("test")
