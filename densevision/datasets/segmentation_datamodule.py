@@ -166,7 +166,7 @@ class SegmentationDataModule(LightningDataModule):
         return self._datasets[stage]
 
     def _split_of(self, stage: str) -> tuple[str | list[str], _HoldOut | None]:
-        """The sub-folder(s) ``stage`` reads and, with ``holdout_sequence``, which of their frames it keeps."""
+        """The sub-folder(s) ``stage`` reads and, with ``holdout_sequence``, which frames it keeps."""
         split: str = self.splits[stage]
         seq = self.holdout_sequence
         both = [self.splits["train"], self.splits["val"]]

@@ -146,7 +146,8 @@ def _stems(module: CamVidDataModule, stage: str) -> list[str]:
 @pytest.mark.parametrize("holdout_split", ["val", "test"])
 def test_holdout_sequence_is_never_trained_on(tmp_path: Path, holdout_split: str) -> None:
     (mask,) = masks(1, num_classes=11)
-    for split, stems in {"train": ["0001TP_1", "0006R0_1", "0016E5_1"], "val": ["0016E5_9", "0006R0_9"]}.items():
+    frames = {"train": ["0001TP_1", "0006R0_1", "0016E5_1"], "val": ["0016E5_9", "0006R0_9"]}
+    for split, stems in frames.items():
         for stem in stems:
             write_sample(tmp_path, stem, mask, split=split)
     module = CamVidDataModule(str(tmp_path), holdout_sequence="0006R0", holdout_split=holdout_split)
