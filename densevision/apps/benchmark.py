@@ -65,9 +65,9 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics.classification import MulticlassJaccardIndex
 
+from densevision.apps.zoo import count_flops
 from densevision.datasets.image_io import find_images, read_rgb_image, to_tensor
 from densevision.datasets.transforms import MEAN, STD
 from densevision.inference.optimize import optimize_for_inference
@@ -279,12 +279,8 @@ def _memory_child(payload: str) -> None:
 
 
 def count_gflops(model: nn.Module, batch: Tensor) -> float:
-    """Forward GFLOPs for ``batch`` (eval mode)."""
-    model.eval()
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(batch)
-    return counter.get_total_flops() / 1e9
+    """Forward GFLOPs for ``batch`` (eval mode; counted as the zoo counts them)."""
+    return count_flops(model.eval(), batch) / 1e9
 
 
 def _params_m(model: nn.Module) -> float:
