@@ -20,6 +20,7 @@ from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 
 from densevision.models.detection.densenet_fpn import (
+    _KIND_NAMES,
     _KINDS,
     AnchorSizes,
     AspectRatios,
@@ -32,7 +33,6 @@ WeightsArg = str | Path | None
 PRESET_BACKBONES = ("rdnet_tiny", "vovnet39", "hardnet39ds", "hardnet68")
 _FAMILIES = ("rdnet_", "vovnet", "hardnet")
 _DETECTOR_CLASSES = {"fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN, "retinanet": RetinaNet, "fcos": FCOS}
-_NAMES = {"fasterrcnn": "Faster R-CNN", "maskrcnn": "Mask R-CNN", "retinanet": "RetinaNet", "fcos": "FCOS"}
 
 
 def family_fpn_detector(
@@ -100,7 +100,7 @@ def _make_preset(kind: DetectorKind, backbone: str):
 
     levels = "P2-P6" if _KINDS[kind].extra_levels == "pool" else "P3-P7"
     preset.__name__ = preset.__qualname__ = f"{kind}_{backbone}_fpn"
-    preset.__doc__ = f"{_NAMES[kind]}, {backbone} + FPN ({levels}); see ``family_fpn_detector``."
+    preset.__doc__ = f"{_KIND_NAMES[kind]}, {backbone} + FPN ({levels}); see ``family_fpn_detector``."
     preset.__annotations__ = {**preset.__annotations__, "return": _DETECTOR_CLASSES[kind]}
     return register_model(preset)
 
