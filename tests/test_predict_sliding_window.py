@@ -42,3 +42,32 @@ def test_predict_command_takes_a_window_size(tmp_path, images, capsys):  # noqa:
     capsys.readouterr()
     assert main(["predict", *args, "--window-size", "0", "16"]) == 1  # one line, no traceback
     assert re.search(r"window_size must be a positive int .*got \(0, 16\)", capsys.readouterr().err)
+
+
+class _FlipAveraged(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return (self.model(x) + self.model(x.flip(-1)).flip(-1)) / 2
+
+
+def test_predict_command_flip_tta_averages_the_mirrored_logits(tmp_path, images, capsys):  # noqa: F811
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1).eval()  # not mirror-symmetric: the flip changes the logits
+    init_args = {"in_channels": 3, "out_channels": 4, "kernel_size": 3, "padding": 1}
+    ckpt = write_run(tmp_path / "run", conv, "torch.nn.Conv2d", init_args)
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(ckpt), "--input", str(images), "--output", str(out), "--no-optimize"]
+    assert main(["predict", *args, "--flip-tta", "--window-size", "64", "64"]) == 0
+    changed = 0
+    for file in sorted(images.iterdir()):
+        mask = np.array(Image.open(out / "masks" / f"{file.stem}.png"))
+        np.testing.assert_array_equal(mask, _expected_mask(_FlipAveraged(conv), file))
+        changed += int((mask != _expected_mask(conv, file)).sum())
+    assert changed > 0
+    # a run without a training size needs the window named
+    capsys.readouterr()
+    assert main(["predict", *args, "--flip-tta"]) == 1  # one line, no traceback
+    assert "--flip-tta: this run predicts images at their own size" in capsys.readouterr().err

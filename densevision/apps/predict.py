@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="segmentation: predict tile by tile in windows of H x W (default: the run's sliding_window, "
         "else whole images)",
     )  # fmt: skip
+    parser.add_argument(
+        "--flip-tta", action="store_true",
+        help="segmentation: average the logits of each image and its left-right mirror (2x the time)",
+    )  # fmt: skip
     parser.add_argument("--max-size", type=int, help="longest image side the model sees (default: as is)")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -84,14 +88,25 @@ def main(argv: list[str] | None = None) -> int:
         class_names=list(getattr(task, "class_names", None) or []),
         score_threshold=args.score_threshold,
         input_size=getattr(task, "input_size", None),
-        sliding_window=_sliding_window(task, args.window_size),
+        sliding_window=_sliding_window(task, args.window_size, args.flip_tta),
     )
     return 0
 
 
-def _sliding_window(task, window_size: list[int] | None) -> dict | None:
-    """The run's ``sliding_window`` options, with ``--window-size`` replacing (or adding) the window."""
-    options = getattr(task, "sliding_window", None)
-    if window_size is None:
-        return options
-    return {**(options or {}), "window_size": tuple(window_size)}
+def _sliding_window(task, window_size: list[int] | None, flip_tta: bool = False) -> dict | None:
+    """The run's ``sliding_window`` options, with ``--window-size`` replacing (or adding) the window and
+    ``--flip-tta`` turning the mirrored pass on (one window of the run's input size, if none is set)."""
+    options = dict(getattr(task, "sliding_window", None) or {})
+    if window_size is not None:
+        options["window_size"] = tuple(window_size)
+    if flip_tta:
+        options["flip_tta"] = True
+        if "window_size" not in options:
+            input_size = getattr(task, "input_size", None)
+            if input_size is None:
+                raise ValueError(
+                    "--flip-tta: this run predicts images at their own size (no input_size in the "
+                    "checkpoint); give the window too: --window-size H W"
+                )
+            options["window_size"] = tuple(input_size)
+    return options or None
