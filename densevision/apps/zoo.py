@@ -33,10 +33,23 @@ START, END = "<!-- zoo:start -->", "<!-- zoo:end -->"
 
 # model name -> (metric reached, config that reached it). Only numbers measured by this project's runs.
 KNOWN_RESULTS: dict[str, tuple[str, str]] = {
-    # densevision fit --config configs/segmentation/camvid_cpu_budget_0006R0.yaml (2-core AMD EPYC, 28 min)
+    # densevision fit --config configs/segmentation/<config> (2-core AMD EPYC, 28 min); the side-by-side
+    # runs add --data.init_args.holdout_sequence 0006R0 --data.init_args.holdout_split test (README)
     "fcdensenet56": (
-        "CamVid 0006R0 held out: mIoU 0.378, global acc 0.800 (stride-2 stem, 27 epochs in 28 CPU minutes)",
+        "CamVid, 0006R0 unseen: mIoU 0.378, acc 0.800 (27 epochs in 28 CPU min); val 0.615 (side by side)",
         "segmentation/camvid_cpu_budget_0006R0.yaml",
+    ),
+    "fchardnet70": (
+        "CamVid, 28 CPU min: val mIoU 0.600; 0006R0 unseen 0.359, acc 0.793 (flip TTA 0.366)",
+        "segmentation/camvid_cpu_budget_fchardnet70.yaml",
+    ),
+    "denseaspp_densenet121": (
+        "CamVid, 28 CPU min: val mIoU 0.577; 0006R0 unseen 0.334, acc 0.744 (flip TTA 0.338)",
+        "segmentation/camvid_denseaspp121_cpu_budget.yaml",
+    ),
+    "deeplabv3plus_densenet121": (
+        "CamVid, 28 CPU min: val mIoU 0.587; 0006R0 unseen 0.360, acc 0.789 (flip TTA 0.361)",
+        "segmentation/camvid_deeplabv3plus121_cpu_budget.yaml",
     ),
 }
 
