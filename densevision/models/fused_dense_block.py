@@ -307,16 +307,16 @@ def _memory_format(x: Tensor) -> torch.memory_format:
 class _FusedDenseBlock(torch.autograd.Function):
     """A whole dense block in training mode on the CPU.
 
-    All maps live in one channels-last block buffer that each layer appends its k maps to. Every
-    layer's first BN normalises the concatenation with batch statistics, which for a map are the same
-    in every later layer: so each map's mean and invstd are computed once, and a layer's BN-ReLU is one
-    fused pass ``relu(gamma * (x - mean) * invstd + beta)`` over a view of the buffer (``kernels``).
-    The first 1x1 conv is a matrix product on the channels-last rows. Backward is written out: the
+    All maps live in one channels-last block buffer that each layer appends its k maps to. Every layer's
+    first BN normalises the concatenation with batch statistics, which for a map are the same in every
+    later layer: so each map's mean and invstd are computed once, and a layer's BN-ReLU is one fused pass
+    ``relu(gamma * (x - mean) * invstd + beta)`` over a view of the buffer (``kernels``). The first 1x1
+    conv is oneDNN's convolution on the channels-last view of those rows. Backward is written out: the
     layers' BN-ReLU gradients accumulate into one gradient buffer w.r.t. the normalised maps, and each
     map's gradient through its batch statistics is taken once, when the backward reaches the layer that
     produced it. With ``memory_efficient`` the BN-ReLU outputs and bottleneck maps are recomputed in
-    backward instead of stored, so stored activations grow linearly with depth. Dropout masks are kept
-    as booleans, drawn as ``F.dropout`` draws them in the module path's layout. Outputs, gradients and
+    backward instead of stored, so stored activations grow linearly with depth. Dropout masks are kept as
+    booleans, drawn as ``F.dropout`` draws them in the module path's layout. Outputs, gradients and
     running statistics equal the module path's to float rounding.
 
     The parameters and the output (the block buffer) are saved with ``save_for_backward``, so autograd's
@@ -354,7 +354,7 @@ class _FusedDenseBlock(torch.autograd.Function):
                 out = F.conv2d(_image(y1, n, h, w), first_conv.weight, None, first_conv.stride,
                                first_conv.padding)
             else:
-                z = _image(y1 @ first_conv.weight.view(first_conv.out_channels, c).t(), n, h, w)
+                z = F.conv2d(_image(y1, n, h, w), first_conv.weight)  # 1x1: oneDNN on channels-last
                 y2, z_mean, z_invstd = _bn_relu(z, second_norm)
                 out = F.conv2d(y2, second_conv.weight, None, second_conv.stride, second_conv.padding)
                 record.update(z=None if memory_efficient else z, z_mean=z_mean, z_invstd=z_invstd,
@@ -409,10 +409,9 @@ class _FusedDenseBlock(torch.autograd.Function):
                 grad_y1 = _rows(grad_y1)
             else:
                 gamma2, beta2, weight2 = second
-                w1 = weight1.view(weight1.shape[0], c)
                 z = record["z"]
                 if z is None:
-                    z = _image(y1 @ w1.t(), n, h, w)
+                    z = F.conv2d(_image(y1, n, h, w), weight1)
                 y2 = record["y2"]
                 if y2 is None:
                     y2 = _bn_relu_replay(z, gamma2, beta2, record["z_mean"], record["z_invstd"])
@@ -422,9 +421,8 @@ class _FusedDenseBlock(torch.autograd.Function):
                     grad, z, gamma2, None, None, record["z_mean"], record["z_invstd"],
                     True, second_norm.eps, [True, True, True],
                 )
-                grad = _rows(grad)
-                grad_w1 = (grad.t() @ y1).view_as(weight1)
-                grad_y1 = grad @ w1
+                grad_y1, grad_w1 = _conv_backward(grad, _image(y1, n, h, w), weight1, first_conv)
+                grad_y1 = _rows(grad_y1)
                 grads = [grad_g2, grad_b2, grad_w2]
             grad_g1, grad_b1 = kernels.affine_relu_rows_backward(
                 grad_y1, raw[:, :c], mean[:c], invstd[:c], gamma1, beta1, grad_xhat[:, :c]
