@@ -84,6 +84,21 @@ def test_folds_stem_and_bottleneck_pairs_including_frozen_batchnorm():
         torch.testing.assert_close(model(x), reference.eval()(x), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_folded_model_stays_in_eval_and_keeps_the_fused_eval_block(bf16):
+    """Folding must not leave a module in training mode: the dense blocks would step aside to the
+    module path (one training flag per block) and the optimised model lose the fused eval block."""
+    optimized = optimize_for_inference(_tiny(), bf16=bf16)
+    assert not any(m.training for m in optimized.modules())
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        optimized(torch.randn(2, 3, 32, 32))
+    names = [event.name for event in prof.events()]
+    # the fused eval block concatenates nothing and folds each layer's first BN into its fused pass:
+    # only the transition's and the final BN run as BatchNorm (the module path: 4 more, and 4 cats)
+    assert "aten::cat" not in names
+    assert names.count("aten::native_batch_norm") == 2
+
+
 def test_bad_example_input_is_a_clear_error():
     with pytest.raises(ValueError, match=r"must be an \(N, C, H, W\) tensor, got \(3, 32, 32\)"):
         optimize_for_inference(_tiny(), example_input=torch.randn(3, 32, 32))

@@ -83,7 +83,7 @@ def fold_batchnorms(model: nn.Module) -> int:
             conv, norm = getattr(module, conv_name), getattr(module, norm_name)
             if _foldable(conv, norm):
                 setattr(module, conv_name, _fold(conv, norm))
-                setattr(module, norm_name, nn.Identity())
+                setattr(module, norm_name, nn.Identity().train(norm.training))  # an eval model stays eval
                 folded += 1
     return folded
 
@@ -112,6 +112,7 @@ class _DetectorBackbone(nn.Module):
 
     def __init__(self, body: nn.Module, channels_last: bool, bf16: bool) -> None:
         super().__init__()
+        self.train(body.training)
         self.body = body
         self.channels_last = channels_last
         self.bf16 = bf16
@@ -143,6 +144,7 @@ class InferenceModel(nn.Module):
         compiled: bool = False,
     ) -> None:
         super().__init__()
+        self.train(model.training)  # an eval model's wrapper is in eval too
         self.model = model
         self.channels_last = channels_last
         self.bf16 = bf16
