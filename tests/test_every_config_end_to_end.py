@@ -131,3 +131,29 @@ def test_detection_config_fit_predict_export_validate_test(config, shapes_coco, 
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
     assert saved["model"]["init_args"]["num_classes"] == len(categories) + 1
     assert task.class_names[1:] == [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+
+
+LOSS_OVERRIDES = sorted(p.name for p in (CONFIGS / "segmentation" / "losses").glob("*.yaml"))
+LOSS_TERMS = {"ce_dice.yaml": ["CrossEntropy", "Dice"], "ce_lovasz.yaml": ["CrossEntropy", "LovaszSoftmax"]}
+
+
+def test_every_loss_override_is_known():
+    assert LOSS_OVERRIDES == sorted(LOSS_TERMS)
+
+
+@pytest.mark.parametrize("override", LOSS_OVERRIDES)
+def test_loss_override_layers_on_a_config_and_its_run_loads(override, camvid_like, tmp_path):
+    """A second ``--config`` swaps only the loss: the model, data and class weights of the first stay, and
+    the run's checkpoint rebuilds the same loss for validate/predict."""
+    run = tmp_path / "run"
+    base = CONFIGS / "segmentation" / "camvid_cpu_budget.yaml"
+    args = ["--config", str(base), "--config", str(CONFIGS / "segmentation" / "losses" / override)]
+    args += [*segmentation_data_args("camvid_cpu_budget.yaml", camvid_like, tmp_path)]
+    args += ["--trainer.default_root_dir", str(run)]
+    assert main(["fit", *args, *ONE_BATCH]) == 0
+    task = load_task(run / "checkpoints" / "last.ckpt")
+    assert type(task.model).__name__ == "FCDenseNet"
+    assert [type(t).__name__ for t in task.criterion.terms] == LOSS_TERMS[override]
+    weights = task.criterion.terms[0].class_weights
+    assert weights is not None and weights.shape == (11,)  # the base config's class weighting survives
+    assert main(["validate", *args, *ONE_BATCH, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]) == 0

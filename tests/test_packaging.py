@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,11 @@ def test_wheel_runs_the_demo_from_an_empty_folder(tmp_path: Path) -> None:
     subprocess.run([*pip, "wheel", str(REPO_ROOT), "--no-deps", "--no-build-isolation", "-w",
                     str(tmp_path / "dist")], check=True, capture_output=True)
     (wheel,) = (tmp_path / "dist").glob("densevision-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.endswith(".yaml")}
+    in_repo = {"densevision/" + str(p.relative_to(REPO_ROOT / "densevision"))
+               for p in (REPO_ROOT / "densevision" / "configs").rglob("*.yaml")}
+    assert in_repo and in_repo <= shipped, sorted(in_repo - shipped)  # loss overlays in configs/*/losses too
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True,
                    capture_output=True)

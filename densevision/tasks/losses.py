@@ -197,12 +197,12 @@ class Dice(_SegmentationLoss):
 
 def _lovasz_grad(sorted_truth: Tensor) -> Tensor:
     """Gradient of the Lovasz extension of the Jaccard loss at errors sorted in decreasing order, from the
-    (P,) 0/1 truths in that order (Berman et al. 2018, Alg. 1)."""
-    positives = sorted_truth.sum()
-    intersection = positives - sorted_truth.cumsum(0)
-    union = positives + (1 - sorted_truth).cumsum(0)
+    (C, P) 0/1 truths in that order, one row per class (Berman et al. 2018, Alg. 1)."""
+    positives = sorted_truth.sum(1, keepdim=True)
+    intersection = positives - sorted_truth.cumsum(1)
+    union = positives + (1 - sorted_truth).cumsum(1)
     jaccard = 1 - intersection / union
-    return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], 1)
 
 
 class LovaszSoftmax(_SegmentationLoss):
@@ -235,12 +235,10 @@ class LovaszSoftmax(_SegmentationLoss):
         if classes.numel() == 0:
             return logits.sum() * 0
         probs = _at_least_float32(flat).softmax(1)
-        truth = F.one_hot(classes, logits.shape[1]).to(probs.dtype)
-        errors, order = (truth - probs).abs().sort(0, descending=True)
-        per_class = torch.stack(
-            [errors[:, c] @ _lovasz_grad(truth[order[:, c], c]) for c in range(logits.shape[1])]
-        )
-        counted = truth.sum(0) > 0 if self.present_only else torch.ones_like(per_class, dtype=torch.bool)
+        truth = F.one_hot(classes, logits.shape[1]).to(probs.dtype).t()  # (C, P): one sort per row
+        errors, order = (truth - probs.t()).abs().sort(1, descending=True)
+        per_class = (errors * _lovasz_grad(truth.gather(1, order))).sum(1)
+        counted = truth.sum(1) > 0 if self.present_only else torch.ones_like(per_class, dtype=torch.bool)
         return self._class_mean(per_class, counted)
 
 
