@@ -6,6 +6,8 @@ Presets (chosen by name in the YAML configs, ``augment:``):
 - ``flip``: + horizontal flip.
 - ``scale_crop``: + random scale, pad (mask padded with the ignore index) and random crop, flip.
 - ``scale_crop_color``: ``scale_crop`` + colour jitter (brightness, contrast, saturation, hue).
+- ``scale_crop_photometric``: ``scale_crop`` + stronger colour jitter, gamma, blur or sensor noise, and
+  now and then grey: lighting and camera changes between streets (the image only; masks are untouched).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from torch import Tensor
 
-AugmentPreset = Literal["none", "flip", "scale_crop", "scale_crop_color"]
-AUGMENT_PRESETS: tuple[str, ...] = ("none", "flip", "scale_crop", "scale_crop_color")
+AugmentPreset = Literal["none", "flip", "scale_crop", "scale_crop_color", "scale_crop_photometric"]
+AUGMENT_PRESETS: tuple[str, ...] = ("none", "flip", "scale_crop", "scale_crop_color", "scale_crop_photometric")
 
 # ImageNet statistics: what torchvision's DenseNet weights expect, and fine for training from scratch.
 MEAN = (0.485, 0.456, 0.406)
@@ -71,6 +73,13 @@ def segmentation_transform(
         steps.append(A.HorizontalFlip(p=0.5))
     if augment == "scale_crop_color":
         steps.append(A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, p=0.8))
+    if augment == "scale_crop_photometric":
+        steps += [
+            A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05, p=0.8),
+            A.RandomGamma(gamma_limit=(70, 150), p=0.3),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5), p=1.0), A.GaussNoise(std_range=(0.02, 0.06), p=1.0)], p=0.3),
+            A.ToGray(p=0.05),
+        ]
     steps += [A.Normalize(mean=MEAN, std=STD), ToTensorV2()]
     return A.Compose(steps)
 

@@ -56,9 +56,10 @@ def test_resize_and_eval_transform_is_deterministic() -> None:
     assert (first["image"] == second["image"]).all()
 
 
-def test_colour_jitter_changes_image_not_mask() -> None:
+@pytest.mark.parametrize("preset", ["scale_crop_color", "scale_crop_photometric"])
+def test_colour_jitter_changes_image_not_mask(preset: str) -> None:
     image, mask = blocky_pair()
-    transform = segmentation_transform("scale_crop_color", crop_size=(48, 64), scale_range=(1.0, 1.0))
+    transform = segmentation_transform(preset, crop_size=(48, 64), scale_range=(1.0, 1.0))
     outputs = [transform(image=image, mask=mask) for _ in range(6)]
     assert any(not np.allclose(denormalize(o["image"]), image, atol=2) for o in outputs)
     for out in outputs:
