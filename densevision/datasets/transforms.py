@@ -12,7 +12,7 @@ Presets (chosen by name in the YAML configs, ``augment:``):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import albumentations as A
 import cv2
@@ -22,7 +22,7 @@ from albumentations.pytorch import ToTensorV2
 from torch import Tensor
 
 AugmentPreset = Literal["none", "flip", "scale_crop", "scale_crop_color", "scale_crop_photometric"]
-AUGMENT_PRESETS: tuple[str, ...] = ("none", "flip", "scale_crop", "scale_crop_color", "scale_crop_photometric")
+AUGMENT_PRESETS: tuple[str, ...] = get_args(AugmentPreset)
 
 # ImageNet statistics: what torchvision's DenseNet weights expect, and fine for training from scratch.
 MEAN = (0.485, 0.456, 0.406)
@@ -77,7 +77,9 @@ def segmentation_transform(
         steps += [
             A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05, p=0.8),
             A.RandomGamma(gamma_limit=(70, 150), p=0.3),
-            A.OneOf([A.GaussianBlur(blur_limit=(3, 5), p=1.0), A.GaussNoise(std_range=(0.02, 0.06), p=1.0)], p=0.3),
+            A.OneOf(
+                [A.GaussianBlur(blur_limit=(3, 5), p=1.0), A.GaussNoise(std_range=(0.02, 0.06), p=1.0)], p=0.3
+            ),
             A.ToGray(p=0.05),
         ]
     steps += [A.Normalize(mean=MEAN, std=STD), ToTensorV2()]
