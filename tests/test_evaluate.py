@@ -15,6 +15,7 @@ from densevision.inference.evaluate import (
     EvaluationError,
     evaluate_detection_file,
     evaluate_segmentation_folders,
+    segmentation_table,
 )
 
 
@@ -36,6 +37,21 @@ def test_segmentation_scores_match_hand_computed_values(tmp_path):
     assert report["per_class_iou"] == pytest.approx({"x": 2 / 3, "y": 1 / 2})
     assert report["mIoU"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     assert report["pixel_accuracy"] == pytest.approx(3 / 4)
+
+
+def test_table_names_each_class_share_recall_and_main_confusion(tmp_path):
+    # road (0): 6 pixels, 2 called pavement (1); pavement: 2 pixels, all right; car (2): never labelled
+    label = np.array([[0, 0, 0, 0], [0, 0, 1, 1]])
+    pred = np.array([[0, 0, 0, 0], [1, 1, 1, 1]])
+    gt = write_masks(tmp_path / "gt", {"a.png": label})
+    pr = write_masks(tmp_path / "pr", {"a.png": pred})
+    names = ["road", "pavement", "car"]
+    report = evaluate_segmentation_folders(pr, gt, num_classes=3, class_names=names)
+    rows = {line.split()[0]: line for line in segmentation_table(report).splitlines()}
+    assert rows["road"].split()[1:] == ["0.667", "75.0%", "66.7%", "pavement", "(33.3%)"]
+    assert rows["pavement"].split()[1:] == ["0.500", "25.0%", "100.0%", "-"]
+    assert rows["car"].split()[1:] == ["n/a", "0.0%", "n/a"]
+    assert rows["mIoU"].split()[-1] == f"{(2 / 3 + 1 / 2) / 2:.3f}"
 
 
 def test_perfect_predictions_score_one(tmp_path):

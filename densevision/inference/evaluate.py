@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -92,10 +93,25 @@ def evaluate_segmentation_folders(
 
 
 def segmentation_table(report: dict) -> str:
-    """The report as a printed table: one line per class, then mIoU and global accuracy."""
-    lines = [f"{'class':<16} {'IoU':>6}"]
-    for name, iou in report["per_class_iou"].items():
-        lines.append(f"{name:<16} {'  n/a' if iou is None else f'{iou:6.3f}'}")
+    """The report as a printed table: one line per class (IoU; its share of the labelled pixels; recall,
+    the share of its pixels predicted right; the class its pixels are most often mistaken for, with that
+    share), then mIoU and global accuracy. Rows are ground truth, as in ``confusion_matrix``."""
+    names = list(report["per_class_iou"])
+    matrix = np.asarray(report["confusion_matrix"], dtype=np.float64)
+    total = max(matrix.sum(), 1.0)
+    lines = [f"{'class':<16} {'IoU':>6} {'pixels':>7} {'recall':>7}  most often called"]
+    for i, (name, iou) in enumerate(report["per_class_iou"].items()):
+        row = matrix[i]
+        count = row.sum()
+        iou_text = "   n/a" if iou is None else f"{iou:6.3f}"
+        if count == 0:
+            lines.append(f"{name:<16} {iou_text} {0.0:6.1%} {'n/a':>7}")
+            continue
+        wrong = row.copy()
+        wrong[i] = 0
+        confused = int(wrong.argmax())
+        called = f"{names[confused]} ({wrong[confused] / count:.1%})" if wrong[confused] > 0 else "-"
+        lines.append(f"{name:<16} {iou_text} {count / total:6.1%} {row[i] / count:6.1%}  {called}")
     lines.append(f"{'mIoU':<16} {report['mIoU']:6.3f}")
     lines.append(f"{'global accuracy':<16} {report['pixel_accuracy']:6.3f}")
     return "\n".join(lines)
