@@ -100,8 +100,8 @@ def segmentation_table(report: dict) -> str:
     matrix = np.asarray(report["confusion_matrix"], dtype=np.float64)
     total = max(matrix.sum(), 1.0)
     lines = [f"{'class':<16} {'IoU':>6} {'pixels':>7} {'recall':>7}  most often called"]
-    for i, (name, iou) in enumerate(report["per_class_iou"].items()):
-        row = matrix[i]
+    for i, name in enumerate(names):
+        iou, row = report["per_class_iou"][name], matrix[i]
         count = row.sum()
         iou_text = "   n/a" if iou is None else f"{iou:6.3f}"
         if count == 0:
