@@ -1,18 +1,25 @@
 """Datasets, transforms presets, data modules and the generated embedded datasets."""
 
-from densevision.datasets.segmentation import SegmentationDataError, SegmentationFolder
+from densevision.datasets.ade20k import ADE20KDataModule
+from densevision.datasets.cityscapes import CityscapesDataModule
+from densevision.datasets.segmentation import LabelMap, SegmentationDataError, SegmentationFolder
 from densevision.datasets.segmentation_datamodule import (
     CamVidDataModule,
     SegmentationDataModule,
     ShapesDataModule,
 )
 from densevision.datasets.shapes_segmentation import ensure_shapes_segmentation_dataset
+from densevision.datasets.voc import VOCSegmentationDataModule
 
 __all__ = [
+    "ADE20KDataModule",
     "CamVidDataModule",
+    "CityscapesDataModule",
+    "LabelMap",
     "SegmentationDataError",
     "SegmentationDataModule",
     "SegmentationFolder",
     "ShapesDataModule",
+    "VOCSegmentationDataModule",
     "ensure_shapes_segmentation_dataset",
 ]

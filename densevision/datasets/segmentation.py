@@ -54,10 +54,51 @@ class SegmentationDataError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One image and its mask."""
+    """One image and its mask; ``listed_in`` names the split-file line that listed it, if one did."""
 
     image: Path
     mask: Path
+    listed_in: str | None = None
+
+
+class LabelMap:
+    """A dataset's official mapping from the ids its label files store to training ids, in one place.
+
+    Args:
+        table: ``table[v]`` is the training id (or the ignore index) of stored id ``v``; -1 marks a value
+            the dataset never stores.
+        stored: what the label files hold, for messages (e.g. ``"Cityscapes gtFine labelIds"``).
+        fix: what to do about a file whose values are not such ids: one sentence for the user.
+    """
+
+    def __init__(self, table: Sequence[int], *, stored: str, fix: str) -> None:
+        self.table = np.asarray(table, dtype=np.int64)
+        self.stored, self.fix = stored, fix
+
+    def check(self, mask: np.ndarray, path: Path) -> None:
+        """Raises SegmentationDataError naming ``path`` where ``mask`` holds a value never stored."""
+        values = np.unique(mask)
+        bad = [int(v) for v in values if v < 0 or v >= len(self.table) or self.table[v] < 0]
+        if bad:
+            valid = np.flatnonzero(self.table >= 0)
+            raise SegmentationDataError(
+                f"mask {path}: values {bad[:10]} are not {self.stored} ids ({_ranges(valid)}); {self.fix}"
+            )
+
+    def __call__(self, mask: np.ndarray) -> np.ndarray:
+        """(H, W) stored ids -> (H, W) int64 training ids (values checked by :meth:`check` first)."""
+        return self.table[mask]
+
+
+def _ranges(values: np.ndarray) -> str:
+    """``[0, 1, 2, 5, 255]`` -> ``"0..2, 5, 255"``."""
+    parts, start = [], None
+    for i, v in enumerate(values):
+        start = v if start is None else start
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            parts.append(f"{start}..{v}" if v > start else f"{v}")
+            start = None
+    return ", ".join(parts)
 
 
 def find_samples(image_dir: Path, mask_dir: Path) -> list[Sample]:
@@ -70,13 +111,18 @@ def find_samples(image_dir: Path, mask_dir: Path) -> list[Sample]:
     return [Sample(image, mask_dir / f"{image.stem}.png") for image in images]
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """A class-index mask PNG -> (H, W) int64 array; palette PNGs give their indices, not colours."""
+def read_mask(path: Path, fix: str = "convert colour masks first") -> np.ndarray:
+    """A class-index mask PNG -> (H, W) int64 array; palette PNGs give their indices, not colours.
+
+    Args:
+        path: the PNG.
+        fix: what the message tells the user to do with a colour (RGB) mask.
+    """
     with Image.open(path) as mask:
         if mask.mode not in MASK_MODES:
             raise SegmentationDataError(
                 f"mask {path}: mode {mask.mode!r} is not a class-index mask; expected a single-channel "
-                f"PNG ({', '.join(MASK_MODES)}) whose values are class indices (convert colour masks first)"
+                f"PNG ({', '.join(MASK_MODES)}) whose values are class indices ({fix})"
             )
         return np.asarray(mask, dtype=np.int64)
 
@@ -89,12 +135,24 @@ def read_image(path: Path) -> np.ndarray:
         raise SegmentationDataError(str(err)) from err
 
 
-def check_sample(sample: Sample, num_classes: int, ignore_index: int | None) -> np.ndarray:
+def check_sample(
+    sample: Sample, num_classes: int, ignore_index: int | None, label_map: LabelMap | None = None
+) -> np.ndarray:
     """Checks one sample and returns its per-class pixel counts, shape (num_classes,).
+
+    Args:
+        sample: the image and mask files.
+        num_classes, ignore_index: the label space the (mapped) mask must fit.
+        label_map: the dataset's stored-id -> training-id mapping, or None (masks hold training ids).
 
     Raises:
         SegmentationDataError: naming the file and what is wrong.
     """
+    if sample.listed_in is not None and not sample.image.is_file():
+        raise SegmentationDataError(
+            f"{sample.listed_in} names image {sample.image}, which does not exist; restore the file or "
+            "remove the line (data.init_args.skip_bad true skips such samples and counts them)"
+        )
     if not sample.mask.is_file():
         raise SegmentationDataError(f"image {sample.image}: mask {sample.mask} is missing")
     try:
@@ -103,7 +161,7 @@ def check_sample(sample: Sample, num_classes: int, ignore_index: int | None) -> 
         raise SegmentationDataError(str(err)) from err
     try:
         check_image_file(sample.mask)
-        mask = read_mask(sample.mask)
+        mask = read_mask(sample.mask, *([label_map.fix] if label_map is not None else []))
     except (OSError, Image.DecompressionBombError) as err:
         raise SegmentationDataError(f"mask {sample.mask}: cannot be read ({err})") from err
     if mask.shape[::-1] != image_size:
@@ -111,6 +169,9 @@ def check_sample(sample: Sample, num_classes: int, ignore_index: int | None) -> 
             f"mask {sample.mask}: size {mask.shape[1]}x{mask.shape[0]} (WxH) does not match image "
             f"{sample.image} size {image_size[0]}x{image_size[1]}"
         )
+    if label_map is not None:
+        label_map.check(mask, sample.mask)
+        mask = label_map(mask)
     values = np.unique(mask)
     bad = [int(v) for v in values if (v < 0 or v >= num_classes) and v != ignore_index]
     if bad:
@@ -139,6 +200,10 @@ class SegmentationFolder(Dataset):
         mask_split: mask sub-folder; default ``<split>annot`` (one ``split`` only).
         keep: keeps the images whose file name it is true for (e.g. one video sequence's frames);
             None keeps all.
+        samples: the (image, mask) pairs, as a dataset's own layout lists them (Cityscapes, VOC,
+            ADE20K); None = the SegNet layout under ``root/<split>``, which then only names the split.
+        label_map: the dataset's mapping from stored ids to training ids, applied to every mask read;
+            None = masks hold training ids.
 
     Items are dicts: ``image`` (3, H, W) float, ``mask`` (H, W) int64, ``path`` (str).
     """
@@ -156,6 +221,8 @@ class SegmentationFolder(Dataset):
         skip_bad: bool = False,
         mask_split: str | None = None,
         keep: Callable[[str], bool] | None = None,
+        samples: Sequence[Sample] | None = None,
+        label_map: LabelMap | None = None,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -174,12 +241,14 @@ class SegmentationFolder(Dataset):
             raise ValueError(f"got {len(self.colors)} colors for num_classes={num_classes}")
         self.transform = transform
         self._reseed = unseeded(transform)
-        candidates = [
-            sample
-            for name in splits
-            for sample in find_samples(self.root / name, self.root / (mask_split or f"{name}annot"))
-            if keep is None or keep(sample.image.name)
-        ]
+        self.label_map = label_map
+        if samples is None:
+            samples = [
+                sample
+                for name in splits
+                for sample in find_samples(self.root / name, self.root / (mask_split or f"{name}annot"))
+            ]
+        candidates = [sample for sample in samples if keep is None or keep(sample.image.name)]
         if not candidates:
             raise SegmentationDataError(f"{self.root / self.split}: no image is kept by {keep!r}")
         # Per class: its scored pixels, and the scored pixels of the images it appears in (for
@@ -197,7 +266,7 @@ class SegmentationFolder(Dataset):
                 for path in (sample.image, sample.mask):  # symlinks out of the dataset folder
                     if path.exists():
                         path_within(self.root, path.relative_to(self.root))
-                counts = check_sample(sample, self.num_classes, self.ignore_index)
+                counts = check_sample(sample, self.num_classes, self.ignore_index, self.label_map)
             except (SegmentationDataError, OSError) as err:
                 if not skip_bad:
                     raise
@@ -228,6 +297,8 @@ class SegmentationFolder(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         image, mask = read_image(sample.image), read_mask(sample.mask)
+        if self.label_map is not None:
+            mask = self.label_map(mask)
         if self.transform is not None:
             if self._reseed:
                 reseed_from_torch(self.transform)

@@ -1,8 +1,10 @@
 """LightningDataModules for segmentation folders: any folder, CamVid, and the generated "shapes" set.
 
-The data module owns the label space (``num_classes``, ``ignore_index``, ``class_names``, ``colors``) and
-the optional class weights; ``densevision.cli`` links them into the task and its model, so a config states
-them once.
+The data module owns the label space (``num_classes``, ``ignore_index``, ``class_names``, ``palette``), the
+input normalisation (``mean``, ``std``) and the optional class weights; ``densevision.cli`` links them into
+the task and its model, so a config states them once and a run saves them. A dataset with a layout of its
+own (``densevision.datasets.cityscapes``, ``voc``, ``ade20k``) overrides :meth:`find_samples` and sets
+``label_map``; everything else (checks, transforms, loaders, class weights) is this module's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from densevision.datasets.segmentation import (
     CAMVID_COLORS,
     CAMVID_IGNORE_INDEX,
     Color,
+    LabelMap,
+    Sample,
     SegmentationDataError,
     SegmentationFolder,
 )
@@ -30,7 +34,13 @@ from densevision.datasets.shapes_segmentation import (
     SHAPES_COLORS,
     ensure_shapes_segmentation_dataset,
 )
-from densevision.datasets.transforms import AugmentPreset, EvaluationTransform, segmentation_transform
+from densevision.datasets.transforms import (
+    MEAN,
+    STD,
+    AugmentPreset,
+    EvaluationTransform,
+    segmentation_transform,
+)
 from densevision.visualize import default_palette
 
 ClassWeighting = Literal["none", "median_frequency", "sqrt_median_frequency"]
@@ -100,7 +110,15 @@ class SegmentationDataModule(LightningDataModule):
             validation (and predict, when it reads the val split) them alone. ``test``: training uses the
             train split without them, validation the val split without them, and ``test`` them alone, so
             one run is scored both on its val split (``fit``) and on the unseen sequence (``test``).
+
+    Attributes:
+        palette: one RGB colour per class (``colors``, or a generated palette when None), for pictures.
+        mean, std: the per-channel normalisation the transforms apply (ImageNet's, which torchvision's
+            DenseNet weights expect), linked into the task so predictions normalise alike.
+        label_map: the dataset's stored-id -> training-id mapping applied to every mask, or None.
     """
+
+    label_map: LabelMap | None = None
 
     def __init__(
         self,
@@ -135,6 +153,8 @@ class SegmentationDataModule(LightningDataModule):
         self.ignore_index = ignore_index
         self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]
         self.colors = [tuple(c) for c in colors] if colors else list(default_palette(num_classes))
+        self.palette = self.colors
+        self.mean, self.std = tuple(MEAN), tuple(STD)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.class_weighting = class_weighting
@@ -162,8 +182,16 @@ class SegmentationDataModule(LightningDataModule):
                 transform=self.train_transform if stage == "train" else self.eval_transform,
                 skip_bad=self.skip_bad,
                 keep=keep,
+                samples=self.find_samples(stage, split) if isinstance(split, str) else None,
+                label_map=self.label_map,
             )
         return self._datasets[stage]
+
+    def find_samples(self, stage: str, split: str) -> list[Sample] | None:
+        """The (image, mask) files of ``split`` (read for ``stage``) in the dataset's own layout; None =
+        the SegNet layout (``<split>/`` + ``<split>annot/``). Datasets with a layout of their own override
+        this."""
+        return None
 
     def _split_of(self, stage: str) -> tuple[str | list[str], _HoldOut | None]:
         """The sub-folder(s) ``stage`` reads and, with ``holdout_sequence``, which frames it keeps."""
