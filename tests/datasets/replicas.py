@@ -37,7 +37,7 @@ def every_id(height: int, width: int, ids: int) -> np.ndarray:
     return (np.arange(height * width) % ids).reshape(height, width).astype(np.uint8)
 
 
-def cityscapes_replica(root: Path, size: tuple[int, int] = (32, 64)) -> Path:
+def cityscapes_replica(root: Path, size: tuple[int, int] = (64, 128)) -> Path:
     """``root/leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png`` + ``root/gtFine/<split>/<city>/<frame>
     _gtFine_{labelIds,color,instanceIds}.png`` and ``_polygons.json``. The first train frame's labelIds
     hold every id 0..33 (``every_id``); the others hold road (7) on the left and ids 0..6 on the right."""

@@ -55,7 +55,7 @@ def test_cityscapes_label_ids_become_train_ids_pixel_by_pixel(cityscapes):
     train = data.dataset("train")
     assert [s.image.name for s in train.samples][0] == "aachen_000000_000019_leftImg8bit.png"
     item = next(train[i] for i, s in enumerate(train.samples) if "aachen_000000_000019" in s.image.name)
-    stored = every_id(32, 64, 34)
+    stored = every_id(64, 128, 34)
     expected = np.vectorize(CITYSCAPES_TRAIN_ID.__getitem__)(stored)
     assert torch.equal(item["mask"], torch.from_numpy(expected).long())
     assert item["mask"][stored == 7].unique().tolist() == [0]  # road
@@ -150,7 +150,7 @@ def test_metrics_ignore_what_each_benchmark_ignores(cityscapes, voc, ade):
 
 def test_cityscapes_colour_label_is_named_with_the_fix(cityscapes):
     label = cityscapes / "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelIds.png"
-    Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(label)
+    Image.fromarray(np.zeros((64, 128, 3), np.uint8)).save(label)
     with pytest.raises(SegmentationDataError, match=r"frankfurt_000000_000294_gtFine_labelIds.png: mode 'RGB'"
                        r".*read the \*_gtFine_labelIds.png files"):  # fmt: skip
         plain(CityscapesDataModule, cityscapes).dataset("val")
@@ -158,7 +158,7 @@ def test_cityscapes_colour_label_is_named_with_the_fix(cityscapes):
 
 def test_cityscapes_train_ids_in_place_of_label_ids_are_refused(cityscapes):
     label = cityscapes / "gtFine/val/frankfurt/frankfurt_000000_000576_gtFine_labelIds.png"
-    Image.fromarray(np.full((32, 64), 255, np.uint8)).save(label)
+    Image.fromarray(np.full((64, 128), 255, np.uint8)).save(label)
     with pytest.raises(SegmentationDataError, match=r"000576_gtFine_labelIds.png: values \[255\] are not "
                        r"Cityscapes gtFine labelIds ids \(0..33\)"):  # fmt: skip
         plain(CityscapesDataModule, cityscapes).dataset("val")
