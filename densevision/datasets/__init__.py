@@ -10,6 +10,7 @@ from densevision.datasets.segmentation_datamodule import (
 )
 from densevision.datasets.shapes_segmentation import ensure_shapes_segmentation_dataset
 from densevision.datasets.voc import VOCSegmentationDataModule
+from densevision.datasets.voc_detection import VOCDetectionDataModule, voc_xml_to_coco
 
 __all__ = [
     "ADE20KDataModule",
@@ -20,6 +21,8 @@ __all__ = [
     "SegmentationDataModule",
     "SegmentationFolder",
     "ShapesDataModule",
+    "VOCDetectionDataModule",
     "VOCSegmentationDataModule",
     "ensure_shapes_segmentation_dataset",
+    "voc_xml_to_coco",
 ]

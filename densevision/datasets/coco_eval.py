@@ -2,6 +2,14 @@
 
 A result is COCO's results-file entry: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` plus
 ``"segmentation"`` (compressed RLE) for instance masks, in the original image's pixels.
+
+Next to COCO's AP, ``AP50_VOC`` is PASCAL VOC's mAP@0.5 taken from the same matching: per class the area
+under the precision envelope at every recall step (the VOC 2010-2012 devkit's rule, not VOC 2007's 11
+recall points; :func:`voc_average_precision` has both), averaged over the classes with ground truth.
+Ground truth marked ``iscrowd`` (VOC's "difficult" boxes, as ``voc_xml_to_coco`` writes them) counts
+neither as a miss nor, where a detection matches it, as a false positive, as the VOC devkit does.
+One difference stays: COCOeval matches a detection to a crowd box by the share of the detection inside
+it, the devkit by IoU, so a few more detections near difficult boxes are ignored here.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from torch import Tensor
 
 # the first six numbers of COCOeval.stats, in order
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+VOC_METRIC = "AP50_VOC"
 
 
 def detections_to_coco(
@@ -93,13 +102,14 @@ def evaluate_coco(
         image_ids: evaluate on these images only (e.g. those of a partial validation run); default all.
 
     Returns:
-        metric name -> value; pycocotools' -1 (no ground truth in an area range) is kept as -1.
+        metric name -> value (``METRIC_NAMES`` and ``AP50_VOC``, see the module docstring); pycocotools'
+        -1 (no ground truth in an area range) is kept as -1.
     """
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     ids = sorted(coco_gt.getImgIds() if image_ids is None else image_ids)
     if not results:
-        return dict.fromkeys(METRIC_NAMES, 0.0)
+        return dict.fromkeys((*METRIC_NAMES, VOC_METRIC), 0.0)
     # loadRes adds keys to the dicts it gets: give it copies. Without "bbox", it derives boxes and areas
     # from the masks, as the segm evaluation needs.
     dropped = "bbox" if iou_type == "segm" else None
@@ -112,4 +122,51 @@ def evaluate_coco(
         evaluator.accumulate()
         evaluator.summarize()
     stats = evaluator.stats[: len(METRIC_NAMES)]
-    return {name: float(value) for name, value in zip(METRIC_NAMES, stats, strict=True)}
+    metrics = {name: float(value) for name, value in zip(METRIC_NAMES, stats, strict=True)}
+    metrics[VOC_METRIC] = voc_average_precision(evaluator)
+    return metrics
+
+
+def voc_average_precision(evaluator: COCOeval, *, voc07: bool = False) -> float:
+    """PASCAL VOC mAP at IoU 0.5 from an evaluated ``COCOeval`` (``evaluate()`` run; its first IoU
+    threshold 0.5, area range "all", up to ``maxDets[-1]`` detections per image).
+
+    Args:
+        evaluator: the evaluated ``COCOeval``; its public ``evalImgs`` hold each image's matches.
+        voc07: VOC 2007's rule (mean of the interpolated precision at recall 0, 0.1, ..., 1) instead of
+            the 2010-2012 area under the precision envelope.
+
+    Returns:
+        the mean over the classes with at least one non-ignored ground truth box; -1 if there are none.
+    """
+    params = evaluator.params
+    if not np.isclose(params.iouThrs[0], 0.5):
+        raise ValueError(f"VOC AP needs IoU threshold 0.5 first, got {params.iouThrs[0]}")
+    images, areas = len(params.imgIds), len(params.areaRng)
+    per_class = []
+    for k in range(len(params.catIds)):
+        # evalImgs is ordered category, area range, image; area range 0 is "all"
+        entries = [e for e in evaluator.evalImgs[k * areas * images : k * areas * images + images] if e]
+        positives = sum(int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)) for e in entries)
+        if positives == 0:
+            continue
+        scores = np.concatenate([np.asarray(e["dtScores"], dtype=float) for e in entries] or [np.zeros(0)])
+        matched = np.concatenate([e["dtMatches"][0] > 0 for e in entries] or [np.zeros(0, bool)])
+        ignored = np.concatenate([e["dtIgnore"][0].astype(bool) for e in entries] or [np.zeros(0, bool)])
+        order = np.argsort(-scores, kind="mergesort")
+        matched, ignored = matched[order], ignored[order]
+        tp = np.cumsum(matched & ~ignored)
+        fp = np.cumsum(~matched & ~ignored)
+        recall = tp / positives
+        precision = tp / np.maximum(tp + fp, np.finfo(float).eps)
+        per_class.append(_voc_ap(recall, precision, voc07))
+    return float(np.mean(per_class)) if per_class else -1.0
+
+
+def _voc_ap(recall: np.ndarray, precision: np.ndarray, voc07: bool) -> float:
+    if voc07:
+        return float(np.mean([precision[recall >= t].max(initial=0.0) for t in np.linspace(0, 1, 11)]))
+    recall = np.concatenate([[0.0], recall, [1.0]])
+    envelope = np.maximum.accumulate(np.concatenate([[0.0], precision, [0.0]])[::-1])[::-1]
+    steps = np.flatnonzero(recall[1:] != recall[:-1])
+    return float(np.sum((recall[steps + 1] - recall[steps]) * envelope[steps + 1]))

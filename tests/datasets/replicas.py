@@ -112,3 +112,42 @@ def ade20k_replica(root: Path, sizes: tuple[tuple[int, int], ...] = ((30, 40), (
             mask = every_id(height, width, 151) if first else halves(height, width, 1, 0)
             Image.fromarray(mask).save(root / "annotations" / split / f"{name}.png")
     return root
+
+
+# VOC2007-style detection: per image (width, height) and its objects (name, difficult, xmin, ymin, xmax, ymax)
+VOC_DETECTION = {
+    "000005": ((64, 48), [("chair", 0, 10, 12, 30, 40), ("chair", 1, 40, 5, 60, 20)]),
+    "000007": ((56, 64), [("car", 0, 3, 8, 50, 60)]),
+    "000009": ((64, 48), [("horse", 0, 20, 10, 60, 45), ("person", 0, 1, 1, 15, 30)]),
+    "000012": ((48, 56), [("car", 0, 5, 5, 40, 50)]),
+}
+VOC_DETECTION_SPLITS = {"trainval": ["000005", "000007", "000009"], "test": ["000012", "000005"]}
+
+
+def _voc_xml(name: str, size: tuple[int, int], objects: list) -> str:
+    """An annotation as the VOC2007 devkit writes it (tabs, ``pose``/``truncated``, 1-based corners)."""
+    parts = [f"<annotation>\n\t<folder>VOC2007</folder>\n\t<filename>{name}.jpg</filename>\n"
+             f"\t<size>\n\t\t<width>{size[0]}</width>\n\t\t<height>{size[1]}</height>\n\t\t<depth>3</depth>\n"
+             "\t</size>\n\t<segmented>0</segmented>\n"]  # fmt: skip
+    for cls, difficult, xmin, ymin, xmax, ymax in objects:
+        parts.append(f"\t<object>\n\t\t<name>{cls}</name>\n\t\t<pose>Unspecified</pose>\n"
+                     f"\t\t<truncated>0</truncated>\n\t\t<difficult>{difficult}</difficult>\n\t\t<bndbox>\n"
+                     f"\t\t\t<xmin>{xmin}</xmin>\n\t\t\t<ymin>{ymin}</ymin>\n\t\t\t<xmax>{xmax}</xmax>\n"
+                     f"\t\t\t<ymax>{ymax}</ymax>\n\t\t</bndbox>\n\t</object>\n")  # fmt: skip
+    return "".join(parts) + "</annotation>\n"
+
+
+def voc_detection_replica(root: Path) -> Path:
+    """``root`` = ``VOCdevkit/VOC2007``: ``JPEGImages/<id>.jpg``, ``Annotations/<id>.xml`` and
+    ``ImageSets/Main/{trainval,test}.txt`` plus a per-class list (``chair_trainval.txt``), as published."""
+    rng = np.random.default_rng(3)
+    for folder in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / folder).mkdir(parents=True)
+    for name, (size, objects) in VOC_DETECTION.items():
+        _rgb(rng, size[1], size[0]).save(root / "JPEGImages" / f"{name}.jpg", quality=90)
+        (root / "Annotations" / f"{name}.xml").write_text(_voc_xml(name, size, objects))
+    for split, names in VOC_DETECTION_SPLITS.items():
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
+    flags = [f"{n} {1 if n == '000005' else -1}\n" for n in VOC_DETECTION_SPLITS["trainval"]]
+    (root / "ImageSets" / "Main" / "chair_trainval.txt").write_text("".join(flags))
+    return root
