@@ -18,6 +18,7 @@ and then is a :class:`CocoDetectionDataModule`; its evaluation reports COCO AP a
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -165,7 +166,10 @@ class VOCDetectionDataModule(CocoDetectionDataModule):
                 continue
             dataset = voc_xml_to_coco(self.root, split)
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(dataset))
+            # several processes of a distributed run may convert at once: each file appears whole or not
+            partial = out.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(dataset))
+            os.replace(partial, out)
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()  # also when a caller skips Lightning's prepare_data hook
