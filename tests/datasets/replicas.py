@@ -151,3 +151,18 @@ def voc_detection_replica(root: Path) -> Path:
     flags = [f"{n} {1 if n == '000005' else -1}\n" for n in VOC_DETECTION_SPLITS["trainval"]]
     (root / "ImageSets" / "Main" / "chair_trainval.txt").write_text("".join(flags))
     return root
+
+
+REPLICA_OF_CONFIG = {"cityscapes_": (cityscapes_replica, "cityscapes"),
+                     "voc_": (voc_replica, "VOCdevkit/VOC2012"),
+                     "ade20k_": (ade20k_replica, "ADEChallengeData2016")}  # fmt: skip
+
+
+def benchmark_replica(config: str, parent: Path) -> Path | None:
+    """The replica a ``configs/segmentation/<config>`` of a benchmark dataset reads (built under ``parent``
+    on first use), or None for the other configs (CamVid layout and generated data)."""
+    for prefix, (build, relative) in REPLICA_OF_CONFIG.items():
+        if config.startswith(prefix):
+            root = parent / prefix.rstrip("_") / relative
+            return root if root.is_dir() else build(root)
+    return None
