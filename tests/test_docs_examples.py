@@ -108,26 +108,39 @@ for line, code in blocks:
 """
 
 
+def _run_python(blocks: list[Example], folder: Path, env: dict[str, str]) -> None:
+    driver = _PYTHON_DRIVER.format(blocks=[(b.line, b.code) for b in blocks], path=_shown(blocks[0].path))
+    result = subprocess.run([sys.executable, "-c", driver], cwd=folder, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, f"a Python example failed\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+
+
+def _run_bash(block: Example, folder: Path, env: dict[str, str]) -> None:
+    result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.code], cwd=folder, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"the shell example at {block.where()} failed (exit {result.returncode}):\n" \
+                                   f"{block.code}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+
+
 def _run(example_file: Path, folder: Path) -> list[str]:
-    """Runs the file's blocks in ``folder``; returns the skip reasons. Fails on the first failing block."""
+    """Runs the file's blocks in order in ``folder``; returns the skip reasons. Fails at the first failure.
+
+    Consecutive Python blocks share one interpreter (one torch import), each with its own namespace.
+    """
     env = _workspace(folder)
     blocks = examples(example_file)
-    skipped = [f"{b.where()}: {b.skip}" for b in blocks if b.skip]
-    runnable = [b for b in blocks if not b.skip]
-    python = [(b.line, b.code) for b in runnable if b.language == "python"]
-    if python:
-        driver = _PYTHON_DRIVER.format(blocks=python, path=_shown(example_file))
-        result = subprocess.run([sys.executable, "-c", driver], cwd=folder, env=env, capture_output=True,
-                                text=True, timeout=600)
-        assert result.returncode == 0, f"{example_file.name}: a Python example failed\n{result.stdout}\n" \
-                                       f"{result.stderr[-4000:]}"
-    for block in (b for b in runnable if b.language == "bash"):
-        result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.code], cwd=folder, env=env,
-                                capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, f"the shell example at {block.where()} failed " \
-                                       f"(exit {result.returncode}):\n{block.code}\n{result.stdout[-2000:]}\n" \
-                                       f"{result.stderr[-4000:]}"
-    return skipped
+    pending: list[Example] = []
+    for block in (b for b in blocks if not b.skip):
+        if block.language == "python":
+            pending.append(block)
+            continue
+        if pending:
+            _run_python(pending, folder, env)
+            pending = []
+        _run_bash(block, folder, env)
+    if pending:
+        _run_python(pending, folder, env)
+    return [f"{b.where()}: {b.skip}" for b in blocks if b.skip]
 
 
 FILES = [f for f in markdown_files() if any(not e.skip for e in examples(f))]
@@ -168,7 +181,7 @@ def test_runner_reads_markers_and_reports_the_failing_block(tmp_path: Path) -> N
                                                      ("python", None)]
     workspace = tmp_path / "workspace"
     workspace.mkdir()
-    with pytest.raises(AssertionError, match=r"page.md:10"):
+    with pytest.raises(AssertionError, match=r"FAILED: the block at page.md:10"):
         _run(page, workspace)
     page.write_text("<!-- docs-test: skip -->\n```bash\nls\n```\n")
     with pytest.raises(ValueError, match="gives no reason"):
