@@ -55,12 +55,17 @@ def data_table(name: str) -> str:
     """The Markdown table of docs/results/data/<name>.json, then where and how it was measured."""
     path = DATA / f"{name}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"<!-- data-table: {name} -->: no {path.relative_to(ROOT)}; add it or fix the name")
+        raise FileNotFoundError(
+            f"<!-- data-table: {name} -->: no {path.relative_to(ROOT)}; add it or fix the name"
+        )
     table = json.loads(path.read_text())
     lines = ["| " + " | ".join(table["columns"]) + " |", "|" + "---|" * len(table["columns"])]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table["rows"]]
-    lines += ["", f"*{table['cpu']}; {table['date']}.* Command: `{table['command']}`. "
-              f"{table.get('notes', '')} Data: `docs/results/data/{name}.json`."]
+    lines += [
+        "",
+        f"*{table['cpu']}; {table['date']}.* Command: `{table['command']}`. "
+        f"{table.get('notes', '')} Data: `docs/results/data/{name}.json`.",
+    ]
     return "\n".join(lines)
 
 

@@ -57,11 +57,15 @@ def examples(path: Path) -> list[Example]:
         skip = None
         if marker:
             if marker.group(1) != "skip":
-                raise ValueError(f"{path}: unknown docs-test marker {marker.group(1)!r}; only 'skip (reason)'")
+                raise ValueError(
+                    f"{path}: unknown docs-test marker {marker.group(1)!r}; only 'skip (reason)'"
+                )
             skip = marker.group(2).strip("() ")
             if not skip:
-                raise ValueError(f"{path}: a docs-test skip above line {text[: match.start()].count(chr(10)) + 1} "
-                                 "gives no reason; write <!-- docs-test: skip (why) -->")
+                raise ValueError(
+                    f"{path}: a docs-test skip above line {text[: match.start()].count(chr(10)) + 1} "
+                    "gives no reason; write <!-- docs-test: skip (why) -->"
+                )
         line = text[: match.start()].count("\n") + 1
         found.append(Example(path, line, language, match.group(2), skip))
     return found
@@ -78,10 +82,15 @@ def _workspace(folder: Path) -> dict[str, str]:
     images.mkdir()
     rng = np.random.default_rng(0)
     for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (48 + 8 * i, 64, 3), dtype=np.uint8)).save(images / f"photo{i}.png")
+        Image.fromarray(rng.integers(0, 255, (48 + 8 * i, 64, 3), dtype=np.uint8)).save(
+            images / f"photo{i}.png"
+        )
     bin_dir = folder / ".bin"
     bin_dir.mkdir()
-    for name, command in (("densevision", f'"{sys.executable}" -m densevision'), ("python", f'"{sys.executable}"')):
+    for name, command in (
+        ("densevision", f'"{sys.executable}" -m densevision'),
+        ("python", f'"{sys.executable}"'),
+    ):
         shim = bin_dir / name
         shim.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
         shim.chmod(0o755)
@@ -110,16 +119,27 @@ for line, code in blocks:
 
 def _run_python(blocks: list[Example], folder: Path, env: dict[str, str]) -> None:
     driver = _PYTHON_DRIVER.format(blocks=[(b.line, b.code) for b in blocks], path=_shown(blocks[0].path))
-    result = subprocess.run([sys.executable, "-c", driver], cwd=folder, env=env, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, f"a Python example failed\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    result = subprocess.run(
+        [sys.executable, "-c", driver], cwd=folder, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, (
+        f"a Python example failed\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    )
 
 
 def _run_bash(block: Example, folder: Path, env: dict[str, str]) -> None:
-    result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.code], cwd=folder, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"the shell example at {block.where()} failed (exit {result.returncode}):\n" \
-                                   f"{block.code}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    result = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", block.code],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, (
+        f"the shell example at {block.where()} failed (exit {result.returncode}):\n"
+        f"{block.code}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    )
 
 
 def _run(example_file: Path, folder: Path) -> list[str]:
@@ -162,7 +182,8 @@ def test_every_page_with_examples_is_collected() -> None:
 
 def test_runner_reads_markers_and_reports_the_failing_block(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text(textwrap.dedent("""\
+    page.write_text(
+        textwrap.dedent("""\
         <!-- docs-test: skip (needs the network) -->
         ```bash
         curl https://example.com
@@ -175,10 +196,14 @@ def test_runner_reads_markers_and_reports_the_failing_block(tmp_path: Path) -> N
         ```python
         raise SystemExit("boom")
         ```
-        """))
+        """)
+    )
     found = examples(page)
-    assert [(e.language, e.skip) for e in found] == [("bash", "needs the network"), ("python", None),
-                                                     ("python", None)]
+    assert [(e.language, e.skip) for e in found] == [
+        ("bash", "needs the network"),
+        ("python", None),
+        ("python", None),
+    ]
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     with pytest.raises(AssertionError, match=r"FAILED: the block at page.md:10"):

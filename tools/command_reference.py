@@ -42,7 +42,8 @@ def subcommands(text: str) -> list[str]:
     usage = text.split("\n\n", 1)[0]
     # `{a,b} ...` is a subparsers' positional; an option's choices (`--format {onnx,both}`) are not.
     found = re.search(r"(?:^|\s)\{([\w,-]+)\}\s+\.\.\.", usage) or re.search(
-        r"\[([a-z]+(?:\|[a-z]+)+)\]", usage)
+        r"\[([a-z]+(?:\|[a-z]+)+)\]", usage
+    )
     return re.split(r"[,|]", found.group(1)) if found else []
 
 
@@ -62,8 +63,11 @@ def command_reference() -> str:
     ]
     for command in (*LIGHTNING, *APPS):
         # Without --config, `densevision predict` is `infer` (a checkpoint on image files).
-        argv = [command, "--config", str(packaged_config("segmentation/demo.yaml"))] if command == "predict" \
+        argv = (
+            [command, "--config", str(packaged_config("segmentation/demo.yaml"))]
+            if command == "predict"
             else [command]
+        )
         title = "predict --config CONFIG" if command == "predict" else command
         text = help_text(argv)
         lines += ["", f"## densevision {title}", "", "```text", text, "```"]

@@ -43,8 +43,15 @@ def _save(fig, out: Path) -> Path:
     return out
 
 
-def grouped_bars(table: dict, label: str, values: list[str], ylabel: str, out: Path,
-                 horizontal: bool = False, baseline: float | None = None) -> Path:
+def grouped_bars(
+    table: dict,
+    label: str,
+    values: list[str],
+    ylabel: str,
+    out: Path,
+    horizontal: bool = False,
+    baseline: float | None = None,
+) -> Path:
     """One group of bars per row (named by column ``label``), one bar per column in ``values``."""
     labels = [str(v) for v in column(table, label)]
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.8) if horizontal else (7.5, 3.8))
@@ -116,29 +123,71 @@ def make_figures(data_dir: Path, out_dir: Path) -> list[Path]:
     t = lambda name: load(data_dir, name)  # noqa: E731
     levers = t("camvid_levers_1")
     levers["rows"] += t("camvid_levers_2")["rows"][1:]  # the second session's first row repeats the first's
-    levers["title"], levers["date"] = "Levers on the unseen street, one change at a time", "2026-12-04 and 12-06"
+    levers["title"], levers["date"] = (
+        "Levers on the unseen street, one change at a time",
+        "2026-12-04 and 12-06",
+    )
     losses = t("camvid_losses")
     losses["columns"].append("model, loss")
     for row in losses["rows"]:
         row.append(f"{row[0]}\n{row[1]}")
     return [
         training_curve(data_dir / "demo_metrics.csv", t("demo_run"), out_dir / "demo_training_curve.png"),
-        grouped_bars(t("camvid_side_by_side"), "model", ["val mIoU", "0006R0 mIoU", "flip TTA mIoU"], "mIoU",
-                     out_dir / "camvid_side_by_side.png"),
-        grouped_bars(t("camvid_unseen_street"), "run", ["0006R0 mIoU", "global acc"], "score",
-                     out_dir / "camvid_unseen_street.png", horizontal=True),
-        grouped_bars(losses, "model, loss", ["val mIoU", "0006R0 mIoU"], "mIoU", out_dir / "camvid_losses.png",
-                     horizontal=True),
-        grouped_bars(levers, "change", ["val mIoU", "0006R0 mIoU"], "mIoU", out_dir / "camvid_levers.png",
-                     horizontal=True),
-        grouped_bars(t("perf_densenet121_training"), "training step",
-                     ["time vs torchvision plain", "peak memory vs torchvision plain"], "ratio (lower is better)",
-                     out_dir / "perf_densenet121_training.png", baseline=1.0),
-        grouped_bars(t("perf_densenet121_inference"), "path", ["throughput vs torchvision fp32 eager"],
-                     "throughput ratio (higher is better)", out_dir / "perf_densenet121_inference.png",
-                     baseline=1.0),
-        grouped_bars(t("perf_family"), "model", ["training step", "inference time", "peak training memory"],
-                     "ratio to DenseNet-121 (lower is better)", out_dir / "perf_family.png", baseline=1.0),
+        grouped_bars(
+            t("camvid_side_by_side"),
+            "model",
+            ["val mIoU", "0006R0 mIoU", "flip TTA mIoU"],
+            "mIoU",
+            out_dir / "camvid_side_by_side.png",
+        ),
+        grouped_bars(
+            t("camvid_unseen_street"),
+            "run",
+            ["0006R0 mIoU", "global acc"],
+            "score",
+            out_dir / "camvid_unseen_street.png",
+            horizontal=True,
+        ),
+        grouped_bars(
+            losses,
+            "model, loss",
+            ["val mIoU", "0006R0 mIoU"],
+            "mIoU",
+            out_dir / "camvid_losses.png",
+            horizontal=True,
+        ),
+        grouped_bars(
+            levers,
+            "change",
+            ["val mIoU", "0006R0 mIoU"],
+            "mIoU",
+            out_dir / "camvid_levers.png",
+            horizontal=True,
+        ),
+        grouped_bars(
+            t("perf_densenet121_training"),
+            "training step",
+            ["time vs torchvision plain", "peak memory vs torchvision plain"],
+            "ratio (lower is better)",
+            out_dir / "perf_densenet121_training.png",
+            baseline=1.0,
+        ),
+        grouped_bars(
+            t("perf_densenet121_inference"),
+            "path",
+            ["throughput vs torchvision fp32 eager"],
+            "throughput ratio (higher is better)",
+            out_dir / "perf_densenet121_inference.png",
+            baseline=1.0,
+        ),
+        grouped_bars(
+            t("perf_family"),
+            "model",
+            ["training step", "inference time", "peak training memory"],
+            "ratio to DenseNet-121 (lower is better)",
+            out_dir / "perf_family.png",
+            baseline=1.0,
+        ),
         depth_lines(t("perf_depth"), out_dir / "perf_depth.png"),
     ]
 
