@@ -32,8 +32,9 @@ def column(table: dict, name: str) -> list:
 
 
 def _caption(ax, table: dict) -> None:
-    where = textwrap.wrap(f"{table['cpu']}, {table['date']}", 95)
-    ax.set_title("\n".join([table["title"], *where]), fontsize=8.5)
+    # Horizontal charts give the plot less width (long row labels): wrap the caption to the figure.
+    lines = textwrap.wrap(table["title"], 80) + textwrap.wrap(f"{table['cpu']}, {table['date']}", 95)
+    ax.set_title("\n".join(lines), fontsize=8.5, loc="right" if ax.get_ylabel() == "" else "center")
 
 
 def _save(fig, out: Path) -> Path:
@@ -67,12 +68,16 @@ def grouped_bars(
         ax.set_yticks(list(ticks), labels, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel(ylabel)
+        ax.set_xlim(0, ax.get_xlim()[1] * 1.12)  # room for the value labels right of the bars
     else:
         ax.set_xticks(list(ticks), labels, fontsize=8, rotation=12 if len(labels) > 4 else 0)
         ax.set_ylabel(ylabel)
     if baseline is not None:
         (ax.axvline if horizontal else ax.axhline)(baseline, color="grey", linewidth=0.8, linestyle="--")
-    if len(values) > 1:
+    if len(values) > 1 and horizontal:  # below the axes: inside, it would cover the value labels
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(values),
+                  frameon=False)
+    elif len(values) > 1:
         ax.legend(fontsize=8)
     _caption(ax, table)
     return _save(fig, out)
