@@ -23,8 +23,9 @@ def help_text(argv: list[str]) -> str:
     from densevision.cli import main
 
     out = io.StringIO()
-    # argparse wraps at $COLUMNS: fix it so the page is the same on every terminal.
-    os.environ["COLUMNS"] = "100"
+    # argparse wraps at $COLUMNS: fix it (to the page's code width) so the page is the same everywhere.
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "88"
     # LightningCLI names the program after sys.argv[0]: make it the command a user types.
     saved, sys.argv[0] = sys.argv[0], "densevision"
     try:
@@ -34,6 +35,10 @@ def help_text(argv: list[str]) -> str:
         pass
     finally:
         sys.argv[0] = saved
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
     return out.getvalue().rstrip()
 
 
