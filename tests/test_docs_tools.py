@@ -76,3 +76,17 @@ def test_help_text_is_the_commands_own() -> None:
     text = reference.help_text(["zoo"])
     assert text.startswith("usage: densevision zoo")
     assert "--markdown" in text
+
+
+def test_readme_links_and_pictures_exist() -> None:
+    # mkdocs --strict checks the site's links; the README lies outside it, so its own are checked here.
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if not t.startswith(("http://", "https://"))]
+    assert "docs/assets/demo_prediction.png" in local
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+    picture = ROOT / "docs" / "assets" / "demo_prediction.png"
+    assert picture.stat().st_size < 200_000
