@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -80,8 +81,6 @@ def test_help_text_is_the_commands_own() -> None:
 
 def test_readme_links_and_pictures_exist() -> None:
     # mkdocs --strict checks the site's links; the README lies outside it, so its own are checked here.
-    import re
-
     readme = (ROOT / "README.md").read_text()
     targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
     local = [t for t in targets if not t.startswith(("http://", "https://"))]
