@@ -1,10 +1,11 @@
 """Every ```python and ```bash example in README.md and docs/ runs, so the documentation cannot rot.
 
-The blocks of one Markdown file run in order in one fresh folder (a later block may use what an earlier
-one wrote, as a reader would); Python blocks run in one subprocess per file, each block in a namespace of
-its own; shell blocks run with ``bash -e`` and a ``densevision`` on PATH that is this checkout's. The folder
-holds ``configs/`` (this repository's) and ``images/`` (three small generated photos). A block that cannot
-run here (a download, a 28-minute training, real data) is preceded by
+The blocks of one section of a page (the text under one ``## `` heading) run in order in one fresh folder
+(a later block may use what an earlier one wrote, as a reader would); sections are separate tests, so they
+run side by side under pytest-xdist. Consecutive Python blocks share one subprocess, each block in a
+namespace of its own; shell blocks run with ``bash -e`` and a ``densevision`` on PATH that is this
+checkout's. The folder holds ``configs/`` (this repository's) and ``images/`` (three small generated
+photos). A block that cannot run here (a download, a 28-minute training, real data) is preceded by
 ``<!-- docs-test: skip (why) -->``; a skip without a reason is an error.
 """
 
@@ -25,6 +26,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 MARKER = re.compile(r"<!--\s*docs-test:\s*(\w+)\s*(.*?)\s*-->\s*\Z", re.DOTALL)
+SECTION = re.compile(r"^## +(.+?)\s*$", re.MULTILINE)
 LANGUAGES = {"python": "python", "py": "python", "bash": "bash", "sh": "bash", "shell": "bash"}
 
 
@@ -35,6 +37,7 @@ class Example:
     language: str  # "python" or "bash"
     code: str
     skip: str | None  # the reason, when marked skip
+    section: str = ""  # the ``## `` heading the block is under
 
     def where(self) -> str:
         return f"{_shown(self.path)}:{self.line}"
@@ -67,7 +70,8 @@ def examples(path: Path) -> list[Example]:
                     "gives no reason; write <!-- docs-test: skip (why) -->"
                 )
         line = text[: match.start()].count("\n") + 1
-        found.append(Example(path, line, language, match.group(2), skip))
+        headings = SECTION.findall(text[: match.start()])
+        found.append(Example(path, line, language, match.group(2), skip, headings[-1] if headings else ""))
     return found
 
 
@@ -142,13 +146,14 @@ def _run_bash(block: Example, folder: Path, env: dict[str, str]) -> None:
     )
 
 
-def _run(example_file: Path, folder: Path) -> list[str]:
-    """Runs the file's blocks in order in ``folder``; returns the skip reasons. Fails at the first failure.
+def _run(example_file: Path, folder: Path, section: str | None = None) -> list[str]:
+    """Runs the blocks of the file (or of one of its sections) in order in ``folder``; returns the skip
+    reasons. Fails at the first failing block.
 
     Consecutive Python blocks share one interpreter (one torch import), each with its own namespace.
     """
     env = _workspace(folder)
-    blocks = examples(example_file)
+    blocks = [b for b in examples(example_file) if section is None or b.section == section]
     pending: list[Example] = []
     for block in (b for b in blocks if not b.skip):
         if block.language == "python":
@@ -163,12 +168,24 @@ def _run(example_file: Path, folder: Path) -> list[str]:
     return [f"{b.where()}: {b.skip}" for b in blocks if b.skip]
 
 
-FILES = [f for f in markdown_files() if any(not e.skip for e in examples(f))]
+def _sections() -> list[tuple[Path, str]]:
+    """(page, section) for every section with a block to run, in reading order."""
+    found: dict[tuple[Path, str], None] = {}
+    for page in markdown_files():
+        for example in examples(page):
+            if not example.skip:
+                found[(page, example.section)] = None
+    return list(found)
 
 
-@pytest.mark.parametrize("page", FILES, ids=[str(f.relative_to(ROOT)) for f in FILES])
-def test_examples_run(page: Path, tmp_path: Path) -> None:
-    skipped = _run(page, tmp_path)
+SECTIONS = _sections()
+
+
+@pytest.mark.parametrize(
+    ("page", "section"), SECTIONS, ids=[f"{_shown(p)}::{s or 'top'}" for p, s in SECTIONS]
+)
+def test_examples_run(page: Path, section: str, tmp_path: Path) -> None:
+    skipped = _run(page, tmp_path, section)
     for reason in skipped:  # shown by pytest -rA, so each skip's reason stays visible
         print("skipped:", reason)
 
