@@ -30,7 +30,13 @@ from densevision.datasets.shapes_segmentation import (
     SHAPES_COLORS,
     ensure_shapes_segmentation_dataset,
 )
-from densevision.datasets.transforms import AugmentPreset, EvaluationTransform, segmentation_transform
+from densevision.datasets.transforms import (
+    MEAN,
+    STD,
+    AugmentPreset,
+    EvaluationTransform,
+    segmentation_transform,
+)
 from densevision.visualize import default_palette
 
 ClassWeighting = Literal["none", "median_frequency", "sqrt_median_frequency"]
@@ -100,6 +106,8 @@ class SegmentationDataModule(LightningDataModule):
             validation (and predict, when it reads the val split) them alone. ``test``: training uses the
             train split without them, validation the val split without them, and ``test`` them alone, so
             one run is scored both on its val split (``fit``) and on the unseen sequence (``test``).
+        mean, std: per-channel normalisation of images scaled to [0, 1] (default: ImageNet's). Linked into
+            the task, so the checkpoint predicts with them.
     """
 
     def __init__(
@@ -124,6 +132,8 @@ class SegmentationDataModule(LightningDataModule):
         predict_split: str = "val",
         holdout_sequence: str | None = None,
         holdout_split: HoldoutSplit = "val",
+        mean: tuple[float, float, float] = MEAN,
+        std: tuple[float, float, float] = STD,
     ) -> None:
         super().__init__()
         if holdout_split not in ("val", "test"):
@@ -140,12 +150,19 @@ class SegmentationDataModule(LightningDataModule):
         self.class_weighting = class_weighting
         self.skip_bad = skip_bad
         self.splits = {"train": train_split, "val": val_split, "test": test_split, "predict": predict_split}
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.train_transform = segmentation_transform(
-            augment, resize=resize, crop_size=crop_size, scale_range=scale_range, ignore_index=ignore_index
-        )
+            augment, resize=resize, crop_size=crop_size, scale_range=scale_range, ignore_index=ignore_index,
+            mean=self.mean, std=self.std,
+        )  # fmt: skip
         self.resize = None if resize is None else (int(resize[0]), int(resize[1]))
-        self.eval_transform = EvaluationTransform(resize)
+        self.eval_transform = EvaluationTransform(resize, self.mean, self.std)
         self._datasets: dict[str, SegmentationFolder] = {}
+
+    @property
+    def palette(self) -> list[Color]:
+        """The class colours (``colors``), under the name the task's ``palette`` argument is linked from."""
+        return self.colors
 
     def dataset(self, stage: str) -> SegmentationFolder:
         """The (cached) dataset of ``stage``: train, val, test or predict."""
