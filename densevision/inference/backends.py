@@ -1,0 +1,100 @@
+"""Runtimes behind ``densevision predict --model EXPORT_DIR --backend torch|onnxruntime|openvino``.
+
+Every backend is a function ``(N, 3, H, W) float32 normalised images -> (N, C, H, W) float32 logits``;
+preprocessing and postprocessing around it are the one path of ``densevision.inference.preprocessing``.
+``onnxruntime`` and ``openvino`` are the ``deploy`` extra (``pip install densevision[deploy]``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from densevision.inference.model_folder import ModelFolderError, load_model, read_metadata
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+PRECISIONS = ("f32", "bf16")
+
+
+class MissingExtraError(ModuleNotFoundError, ValueError):
+    """A backend's runtime is not installed (a user error: one line naming the extra to install)."""
+
+
+def require(module: str, backend: str) -> object:
+    """Import ``module`` or raise :class:`MissingExtraError` naming the extra that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise MissingExtraError(
+            f"--backend {backend} needs {module}, which is not installed: pip install densevision[deploy]"
+        ) from err
+
+
+def _model_file(folder: Path, metadata: dict, backend: str) -> Path:
+    fmt = metadata["format"]
+    readable = {"onnxruntime": ("onnx",), "openvino": ("openvino", "onnx"), "torch": ("safetensors",)}
+    if fmt not in readable[backend]:
+        works = [name for name, formats in readable.items() if fmt in formats]
+        raise ModelFolderError(
+            f"{folder} holds a {fmt} model, which --backend {backend} does not run; use --backend "
+            f"{' or '.join(works) or 'torch'} (or export with --format {readable[backend][0]})"
+        )
+    return folder / {"onnx": "model.onnx", "openvino": "model.xml", "safetensors": "model.safetensors"}[fmt]
+
+
+def load_backend(
+    folder: Path, backend: str, *, precision: str | None = None, threads: int | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The model of an export folder on ``backend``.
+
+    Args:
+        folder: written by ``densevision export --checkpoint RUN.ckpt`` (checked: ``read_metadata``).
+        backend: ``torch`` (a safetensors folder), ``onnxruntime`` (onnx) or ``openvino`` (openvino or onnx).
+        precision: ``f32`` or ``bf16`` (OpenVINO's inference precision hint, bfloat16 autocast for torch;
+            ONNX Runtime runs float32); None = float32.
+        threads: intra-op threads; None = the runtime's default.
+
+    Returns:
+        ``(N, 3, H, W) float32 -> (N, C, H, W) float32`` (the first output).
+
+    Raises:
+        ModelFolderError: a corrupt folder, or a format the backend does not run.
+        MissingExtraError: the runtime is not installed.
+        ValueError: an unknown backend or precision.
+    """
+    folder = Path(folder)
+    if backend not in BACKENDS or (precision is not None and precision not in PRECISIONS):
+        raise ValueError(f"backend {backend!r} / precision {precision!r}: choose {BACKENDS} / {PRECISIONS}")
+    metadata = read_metadata(folder)
+    path = _model_file(folder, metadata, backend)
+    if backend == "onnxruntime":
+        ort = require("onnxruntime", backend)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+    if backend == "openvino":
+        ov = require("openvino", backend)
+        config = {"INFERENCE_PRECISION_HINT": precision or "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = ov.Core().compile_model(str(path), "CPU", config)
+        request = compiled.create_infer_request()
+        # np.array copies: the request reuses its output buffer on the next call
+        return lambda x: np.array(request.infer([np.ascontiguousarray(x, np.float32)])[0], np.float32)
+    model = load_model(folder)
+    if threads:
+        torch.set_num_threads(threads)
+
+    @torch.inference_mode()
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            return model(torch.from_numpy(np.ascontiguousarray(x, np.float32))).float().numpy()
+
+    return run
