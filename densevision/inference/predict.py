@@ -233,8 +233,8 @@ def predict(
     kind = "dense" if backend else model_kind(model)
     if kind == "backbone":
         raise ValueError("this checkpoint's model is a backbone; use densevision extract for features")
+    check_fresh_output(output, overwrite=overwrite)  # first: check_writable makes the folders
     check_writable(output / "overlays")
-    check_fresh_output(output, overwrite=overwrite)
     if kind == "dense":
         check_writable(output / "masks")
     device = torch.device(device)
