@@ -274,6 +274,8 @@ class CamVidDataModule(SegmentationDataModule):
         predict_split: str = "val",
         holdout_sequence: str | None = None,
         holdout_split: HoldoutSplit = "val",
+        mean: tuple[float, float, float] = MEAN,
+        std: tuple[float, float, float] = STD,
     ) -> None:
         super().__init__(
             root,
@@ -292,6 +294,8 @@ class CamVidDataModule(SegmentationDataModule):
             predict_split=predict_split,
             holdout_sequence=holdout_sequence,
             holdout_split=holdout_split,
+            mean=mean,
+            std=std,
         )
 
 
@@ -320,6 +324,8 @@ class ShapesDataModule(SegmentationDataModule):
         scale_range: tuple[float, float] = (0.75, 1.5),
         class_weighting: ClassWeighting = "none",
         predict_split: str = "val",
+        mean: tuple[float, float, float] = MEAN,
+        std: tuple[float, float, float] = STD,
     ) -> None:
         super().__init__(
             root,
@@ -334,6 +340,8 @@ class ShapesDataModule(SegmentationDataModule):
             scale_range=scale_range,
             class_weighting=class_weighting,
             predict_split=predict_split,
+            mean=mean,
+            std=std,
         )
         self.generation = {
             "seed": seed, "image_size": image_size, "num_train": num_train, "num_val": num_val,
