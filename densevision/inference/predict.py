@@ -265,7 +265,9 @@ def predict(
                 continue
             image_id, size = len(images) + len(skipped), tuple(image.shape[:2])
             if kind == "dense":
-                run = functools.partial(_segment, preprocessing, x=x, size=size, device=device)
+                # logits at the size the image was read at (``max_size`` bounds their memory); the mask is
+                # then given back at the original size
+                run = functools.partial(_segment, preprocessing, x=x, size=small.shape[:2], device=device)
             else:
                 run = functools.partial(run_detection, image=small, device=device)
             out, seconds = timed(run, runner)
