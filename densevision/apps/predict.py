@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             "palette": getattr(task, "palette", None),
         }
     labels["preprocessing"] = labels["preprocessing"].with_window(args.window_size, args.flip_tta)
+    if args.model is not None:
+        _check_network_input(args.model, source, labels["preprocessing"])
     predict(model, files, args.output, **options, **labels, source=source)
     return 0
 
@@ -153,3 +155,19 @@ def _export_folder(args: argparse.Namespace) -> tuple[object, dict, dict]:
     source = {"model_folder": str(args.model), "format": metadata["format"], "backend": backend,
               "checkpoint": metadata.get("checkpoint")}  # fmt: skip
     return model, labels, source
+
+
+def _check_network_input(folder: Path, source: dict, preprocessing: Preprocessing) -> None:
+    """A fixed-size exported file takes only its size: say so before any image is read."""
+    metadata = read_metadata(folder)
+    window = (preprocessing.sliding_window or {}).get("window_size")
+    size = ((window, window) if isinstance(window, int) else window) or preprocessing.input_size
+    exported = tuple(metadata.get("input_shape", [])[-2:])
+    if source["backend"] == "torch" or "height" in metadata.get("dynamic_axes", []) or size is None:
+        return
+    if tuple(size) != exported:
+        raise ValueError(
+            f"{folder} takes {exported[0]}x{exported[1]} inputs, and this prediction would feed it "
+            f"{size[0]}x{size[1]}: use --window-size {exported[0]} {exported[1]} or none, or export again "
+            "with --input-size / --dynamic"
+        )
