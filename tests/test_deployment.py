@@ -20,9 +20,9 @@ import densevision
 from densevision.cli import main
 from densevision.datasets.shapes_segmentation import SHAPES_COLORS
 from densevision.datasets.transforms import MEAN, STD, EvaluationTransform
-from densevision.inference.backends import MissingExtraError, load_backend
+from densevision.inference.backends import load_backend
 from densevision.inference.export import ExportError, export_folder, run_metadata
-from densevision.inference.model_folder import ModelFolderError, read_metadata, sha256
+from densevision.inference.model_folder import ModelFolderError, check_backend, read_metadata, sha256
 from densevision.inference.predict import predict
 from densevision.models.backbones.densenet import DenseNet
 from densevision.models.segmentation.tiramisu import FCDenseNet
@@ -185,7 +185,7 @@ def test_corrupt_or_mismatched_folders_are_refused(run, val_images, tmp_path, ca
     with pytest.raises(
         ModelFolderError, match="--backend torch does not run; use --backend onnxruntime or openvino"
     ):
-        load_backend(good, "torch")
+        check_backend(good, read_metadata(good), "torch")
 
 
 def test_a_missing_runtime_names_the_extra(run, tmp_path, monkeypatch, capsys, val_images):
@@ -194,8 +194,12 @@ def test_a_missing_runtime_names_the_extra(run, tmp_path, monkeypatch, capsys, v
     assert (
         main(["export", "--checkpoint", str(run), "--output", str(folder), "--input-size", "48", "48"]) == 0
     )
+    capsys.readouterr()
+    argv = ["predict", "--model", str(folder), "--input", str(val_images), "--output", str(tmp_path / "w")]
+    assert main([*argv, "--window-size", "32", "32"]) == 1  # the file takes 48x48 only
+    assert "takes 48x48 inputs, and this prediction would feed it 32x32" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
-    with pytest.raises(MissingExtraError, match=r"pip install densevision\[deploy\]"):
+    with pytest.raises(ImportError, match=r"pip install densevision\[deploy\]"):
         load_backend(folder, "onnxruntime")
     capsys.readouterr()
     argv = ["predict", "--model", str(folder), "--input", str(val_images), "--output", str(tmp_path / "o")]
@@ -297,7 +301,13 @@ def test_int8_export_keeps_agreement(run, val_images, tmp_path):
     argv = ["export", "--checkpoint", str(run), "--format", "openvino", "--int8", "--calibration-images"]
     assert main([*argv, str(val_images), "--output", str(out), "--input-size", "48", "48"]) == 0
     metadata = read_metadata(out)
-    assert metadata["precision"] == "int8" and metadata["int8"]["class_agreement"] >= 0.99
+    assert metadata["int8"]["file"] == "model_int8.xml" and metadata["int8"]["class_agreement"] >= 0.99
+    out_f32, out_int8 = tmp_path / "f32", tmp_path / "int8-masks"
+    argv = ["predict", "--model", str(out), "--backend", "openvino", "--input", str(val_images)]
+    argv += ["--no-progress"]
+    assert main([*argv, "--output", str(out_f32), "--no-bf16"]) == 0
+    assert main([*argv, "--output", str(out_int8), "--int8"]) == 0
+    assert _agreement(_masks(out_f32), _masks(out_int8)) >= 0.99
 
 
 def test_library_predict_takes_a_backend_function(tmp_path, val_images):

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from densevision.datasets.image_io import check_writable, find_images
 from densevision.inference.backends import BACKENDS, load_backend
-from densevision.inference.model_folder import load_model, preprocessing_of, read_metadata
+from densevision.inference.model_folder import check_backend, load_model, preprocessing_of, read_metadata
 from densevision.inference.optimize import add_inference_arguments
 from densevision.inference.predict import check_fresh_output, predict
 from densevision.inference.preprocessing import Preprocessing
@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         "openvino openvino)",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, help="--model with onnxruntime / openvino: intra-op threads")
+    parser.add_argument(
+        "--int8", action="store_true", help="--backend openvino: run export --int8's model_int8.xml"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace earlier predictions in --output")
     parser.add_argument("--input", type=Path, required=True, help="an image file or a folder of images")
     parser.add_argument("--output", type=Path, required=True, help="output folder")
@@ -139,13 +142,17 @@ def _export_folder(args: argparse.Namespace) -> tuple[object, dict, dict]:
             f"{args.model}: predict runs exported detectors with --backend torch (a --format safetensors "
             "folder); ONNX detectors are verified at export but not drawn by predict yet"
         )
+    check_backend(args.model, metadata, backend)
+    if args.int8 and backend != "openvino":
+        raise ValueError("--int8 runs an OpenVINO int8 model: add --backend openvino")
     if backend == "torch":
-        if metadata["format"] != "safetensors":
-            load_backend(args.model, "torch")  # raises, naming the backends this format runs on
         model = load_model(args.model)
     else:
-        precision = {True: "bf16", False: "f32", None: None}[args.bf16]
-        model = load_backend(args.model, backend, precision=precision, threads=args.threads)
+        precision = "int8" if args.int8 else {True: "bf16", False: "f32", None: None}[args.bf16]
+        try:
+            model = load_backend(args.model, backend, precision=precision, threads=args.threads)
+        except ImportError as err:  # the runtime is an optional extra: one line saying which
+            raise ValueError(str(err)) from err
     labels = {
         "preprocessing": preprocessing_of(metadata),
         "class_names": list(metadata.get("class_names") or []),

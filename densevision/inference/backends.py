@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from densevision.inference.model_folder import ModelFolderError, load_model, read_metadata
+from densevision.inference.model_folder import ModelFolderError, check_backend, load_model, read_metadata
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
-PRECISIONS = ("f32", "bf16")
+PRECISIONS = ("f32", "fp32", "bf16", "int8")
 
 
 class MissingExtraError(ModuleNotFoundError, ValueError):
@@ -34,16 +34,15 @@ def require(module: str, backend: str) -> object:
         ) from err
 
 
-def _model_file(folder: Path, metadata: dict, backend: str) -> Path:
-    fmt = metadata["format"]
-    readable = {"onnxruntime": ("onnx",), "openvino": ("openvino", "onnx"), "torch": ("safetensors",)}
-    if fmt not in readable[backend]:
-        works = [name for name, formats in readable.items() if fmt in formats]
-        raise ModelFolderError(
-            f"{folder} holds a {fmt} model, which --backend {backend} does not run; use --backend "
-            f"{' or '.join(works) or 'torch'} (or export with --format {readable[backend][0]})"
-        )
-    return folder / {"onnx": "model.onnx", "openvino": "model.xml", "safetensors": "model.safetensors"}[fmt]
+def _model_file(folder: Path, metadata: dict, backend: str, precision: str | None) -> Path:
+    check_backend(folder, metadata, backend)
+    if backend == "openvino" and precision == "int8":
+        if metadata["format"] != "openvino" or not (folder / "model_int8.xml").is_file():
+            raise ModelFolderError(f"{folder} has no model_int8.xml: export it with --format openvino --int8")
+        return folder / "model_int8.xml"
+    return folder / {"onnx": "model.onnx", "openvino": "model.xml", "safetensors": "model.safetensors"}[
+        metadata["format"]
+    ]
 
 
 def load_backend(
@@ -54,8 +53,10 @@ def load_backend(
     Args:
         folder: written by ``densevision export --checkpoint RUN.ckpt`` (checked: ``read_metadata``).
         backend: ``torch`` (a safetensors folder), ``onnxruntime`` (onnx) or ``openvino`` (openvino or onnx).
-        precision: ``f32`` or ``bf16`` (OpenVINO's inference precision hint, bfloat16 autocast for torch;
-            ONNX Runtime runs float32); None = float32.
+        precision: ``f32`` (or ``fp32``), ``bf16`` (OpenVINO's inference precision hint, bfloat16
+            autocast for torch; ONNX Runtime runs float32) or ``int8`` (OpenVINO: ``model_int8.xml``);
+            None = the runtime's default (OpenVINO: bfloat16 where the CPU has it; torch, ONNX Runtime:
+            float32).
         threads: intra-op threads; None = the runtime's default.
 
     Returns:
@@ -70,7 +71,8 @@ def load_backend(
     if backend not in BACKENDS or (precision is not None and precision not in PRECISIONS):
         raise ValueError(f"backend {backend!r} / precision {precision!r}: choose {BACKENDS} / {PRECISIONS}")
     metadata = read_metadata(folder)
-    path = _model_file(folder, metadata, backend)
+    precision = "f32" if precision == "fp32" else precision
+    path = _model_file(folder, metadata, backend, precision)
     if backend == "onnxruntime":
         ort = require("onnxruntime", backend)
         options = ort.SessionOptions()
@@ -81,7 +83,9 @@ def load_backend(
         return lambda x: session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
     if backend == "openvino":
         ov = require("openvino", backend)
-        config = {"INFERENCE_PRECISION_HINT": precision or "f32"}
+        # None: OpenVINO's own choice (bfloat16 on CPUs with AMX / AVX512-BF16)
+        hint = {None: None, "bf16": "bf16"}.get(precision, "f32")
+        config = {} if hint is None else {"INFERENCE_PRECISION_HINT": hint}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         compiled = ov.Core().compile_model(str(path), "CPU", config)

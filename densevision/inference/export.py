@@ -474,7 +474,8 @@ def _to_openvino(
     onnx_path: Path, folder: Path, wrapper: ExportWrapper, samples: Sequence[Tensor], name: str,
     calibration: Sequence | None, log: Callable[[str], None],
 ) -> tuple[list[Comparison], dict]:  # fmt: skip
-    """ONNX -> OpenVINO IR (``model.xml`` + ``model.bin``, float32 weights), optionally NNCF int8."""
+    """ONNX -> OpenVINO IR (``model.xml`` + ``model.bin``, float32 weights) and, with ``calibration``,
+    NNCF's int8 IR beside it (``model_int8.xml`` + ``.bin``, run with precision ``int8``)."""
     try:
         import openvino
     except ImportError as err:
@@ -491,13 +492,8 @@ def _to_openvino(
         raise ExportError(
             "--int8 needs densevision.inference.quantize and nncf: pip install densevision[deploy]"
         ) from err
-    int8_dir = folder / "int8"
-    int8_dir.mkdir()
-    quantize_openvino_int8(xml, calibration, int8_dir / "model.xml", subset_size=len(calibration))
-    for suffix in (".xml", ".bin"):
-        (int8_dir / f"model{suffix}").replace(folder / f"model{suffix}")
-    int8_dir.rmdir()
-    run = _openvino_runner(xml)
+    quantize_openvino_int8(xml, calibration, folder / "model_int8.xml", subset_size=len(calibration))
+    run = _openvino_runner(folder / "model_int8.xml")
     with torch.no_grad():
         same = [float((run(torch.from_numpy(x))[0].argmax(1) == wrapper(torch.from_numpy(x))[0].argmax(1))
                       .float().mean()) for x in calibration]  # fmt: skip
@@ -507,10 +503,8 @@ def _to_openvino(
     if agreement_int8 < INT8_MIN_AGREEMENT:
         log(f"warning: int8 keeps only {agreement_int8:.2%} agreement (< {INT8_MIN_AGREEMENT:.1%})")
     # float32 verification of the file before quantisation stands; int8 is judged by its class agreement
-    return results, {
-        "precision": "int8",
-        "int8": {"calibration_images": len(calibration), "class_agreement": agreement_int8},
-    }
+    return results, {"int8": {"file": "model_int8.xml", "calibration_images": len(calibration),
+                              "class_agreement": agreement_int8}}  # fmt: skip
 
 
 def run_metadata(task: nn.Module, hyper_parameters: dict, checkpoint: Path) -> dict:

@@ -7,7 +7,8 @@ checkpoint, the config or Lightning:
 format         files
 =============  =====================================================================
 onnx           ``model.onnx``
-openvino       ``model.xml`` + ``model.bin`` (OpenVINO IR; ``int8``: NNCF-quantised)
+openvino       ``model.xml`` + ``model.bin`` (OpenVINO IR; ``--int8`` adds NNCF's
+               ``model_int8.xml`` + ``model_int8.bin``)
 safetensors    ``model.safetensors`` (weights only: no pickle; the network is rebuilt
                from the constructor config in the metadata, :func:`load_model`)
 torchscript    ``model.pt``
@@ -18,7 +19,8 @@ refused), ``task`` (``segmentation``, ``classification``, ``features`` or ``dete
 (``class_path`` / ``init_args``, the network's constructor config from the run's hyper-parameters),
 ``class_names``, ``palette`` (segmentation) or ``category_ids`` (detection), ``preprocessing``
 (``mean``, ``std``, ``input_size``, ``sliding_window``), ``input_shape`` (the exported input,
-(N, 3, H, W)), ``dynamic_axes``, ``outputs``, ``precision``, ``densevision_version``, ``checkpoint``
+(N, 3, H, W)), ``dynamic_axes``, ``outputs``, ``precision``, ``int8`` (with ``--int8``: its file,
+calibration images and class agreement), ``densevision_version``, ``checkpoint``
 (file name and ``sha256``) and ``verification`` (the exported outputs against PyTorch's).
 """
 
@@ -41,6 +43,10 @@ FORMAT_FILES: dict[str, tuple[str, ...]] = {
     "safetensors": ("model.safetensors",),
     "torchscript": ("model.pt",),
 }
+# written beside model.xml by ``--int8`` (``densevision.inference.quantize``), run with precision int8
+OPTIONAL_FILES = {"openvino": ("model_int8.xml", "model_int8.bin")}
+# which runtime runs which format (OpenVINO reads ONNX files too)
+BACKEND_FORMATS = {"torch": ("safetensors",), "onnxruntime": ("onnx",), "openvino": ("openvino", "onnx")}
 TASKS = ("segmentation", "classification", "features", "detection")
 # the packages a folder's model config may name (as densevision.tasks.checkpoints.TRUSTED_PREFIXES)
 TRUSTED_PREFIXES = ("densevision.", "torch.", "torchvision.")
@@ -61,7 +67,8 @@ def sha256(path: Path) -> str:
 
 def write_metadata(folder: Path, metadata: Mapping[str, Any]) -> Path:
     """Write ``densevision.json`` with the sha256 of the format's files added under ``files``."""
-    files = {name: sha256(folder / name) for name in FORMAT_FILES[metadata["format"]]}
+    names = FORMAT_FILES[metadata["format"]] + OPTIONAL_FILES.get(metadata["format"], ())
+    files = {name: sha256(folder / name) for name in names if (folder / name).is_file()}
     path = folder / METADATA_FILE
     path.write_text(json.dumps({**metadata, "files": files}, indent=1))
     return path
@@ -95,7 +102,7 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
             f"{list(TASKS)}); export the model again with this densevision"
         )
     hashes = metadata.get("files") or {}
-    for name in FORMAT_FILES[fmt]:
+    for name in dict.fromkeys([*FORMAT_FILES[fmt], *hashes]):
         file = folder / name
         if not file.is_file():
             raise ModelFolderError(f"{folder}: {fmt} model file {name} is missing; export the model again")
@@ -105,6 +112,21 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
                 "belongs to another export); export the model again into an empty folder"
             )
     return metadata
+
+
+def check_backend(folder: Path, metadata: Mapping[str, Any], backend: str) -> None:
+    """Refuse a backend that does not run the folder's format, naming those that do.
+
+    Raises:
+        ModelFolderError: ``backend`` cannot run this format.
+    """
+    fmt = metadata["format"]
+    if fmt not in BACKEND_FORMATS.get(backend, ()):
+        works = [name for name, formats in BACKEND_FORMATS.items() if fmt in formats]
+        raise ModelFolderError(
+            f"{folder} holds a {fmt} model, which --backend {backend} does not run; use --backend "
+            f"{' or '.join(works) or 'torch'} (or export with --format {BACKEND_FORMATS[backend][0]})"
+        )
 
 
 def preprocessing_of(metadata: Mapping[str, Any]) -> Preprocessing:
