@@ -24,13 +24,14 @@ class MissingExtraError(ModuleNotFoundError, ValueError):
     """A backend's runtime is not installed (a user error: one line naming the extra to install)."""
 
 
-def require(module: str, backend: str) -> object:
+def require(module: str, backend: str | None = None) -> object:
     """Import ``module`` or raise :class:`MissingExtraError` naming the extra that provides it."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
+        what = f"--backend {backend}" if backend else "this step"
         raise MissingExtraError(
-            f"--backend {backend} needs {module}, which is not installed: pip install densevision[deploy]"
+            f"{what} needs {module}, which is not installed: pip install densevision[deploy]"
         ) from err
 
 
