@@ -58,6 +58,9 @@ DATA_LINKS = (
     ("data.class_weights", "model.init_args.class_weights"),
     ("data.resize", "model.init_args.input_size"),
     ("data.category_ids", "model.init_args.category_ids"),
+    ("data.mean", "model.init_args.mean"),
+    ("data.std", "model.init_args.std"),
+    ("data.palette", "model.init_args.palette"),
 )
 DEFAULT_LOGGERS = ("densevision.tasks.loggers.RunCSVLogger", "lightning.pytorch.loggers.TensorBoardLogger")
 # Set by the first process of a distributed run, inherited by the others it launches: one command folder.

@@ -42,8 +42,9 @@ def test_export_command_rebuilds_a_fit_run(tmp_path, capsys):
         ]
     )
     out = capsys.readouterr().out
-    assert code == 0 and "outputs ['logits']" in out and "1/1 verifications within tolerance" in out
-    assert (tmp_path / "out" / "myrun.onnx").is_file()
+    # the folder export verifies batch 1 and batch 2 (its batch axis is free), and names its file model.onnx
+    assert code == 0 and "outputs ['logits']" in out and "2/2 verifications within tolerance" in out
+    assert (tmp_path / "out" / "model.onnx").is_file() and (tmp_path / "out" / "densevision.json").is_file()
     torch.save(DenseNet(**tiny).state_dict(), tmp_path / "w.pth")
     capsys.readouterr()
     assert (

@@ -34,6 +34,7 @@ def test_predict_command_takes_a_window_size(tmp_path, images, capsys):  # noqa:
     ckpt = write_run(tmp_path / "run", conv, "torch.nn.Conv2d", init_args)
     out = tmp_path / "out"
     args = ["--checkpoint", str(ckpt), "--input", str(images), "--output", str(out), "--no-optimize"]
+    args += ["--overwrite"]  # the second call writes over the first
     assert main(["predict", *args, "--window-size", "16", "20"]) == 0
     for file in sorted(images.iterdir()):
         mask = np.array(Image.open(out / "masks" / f"{file.stem}.png"))
@@ -60,6 +61,7 @@ def test_predict_command_flip_tta_averages_the_mirrored_logits(tmp_path, images,
     ckpt = write_run(tmp_path / "run", conv, "torch.nn.Conv2d", init_args)
     out = tmp_path / "out"
     args = ["--checkpoint", str(ckpt), "--input", str(images), "--output", str(out), "--no-optimize"]
+    args += ["--overwrite"]  # the second call writes over the first
     assert main(["predict", *args, "--flip-tta", "--window-size", "64", "64"]) == 0
     changed = 0
     for file in sorted(images.iterdir()):

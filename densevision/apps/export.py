@@ -1,6 +1,18 @@
-"""``densevision export``: ONNX and TorchScript files of a model, each verified against PyTorch.
+"""``densevision export``: a trained run as a self-describing model folder, verified against PyTorch.
 
-What each kind of model exports and how files are verified: ``densevision.inference.export``.
+``densevision export --checkpoint RUN.ckpt --format onnx|openvino|safetensors|torchscript --output DIR``
+writes ``DIR/`` with the model file(s) (``model.onnx``; ``model.xml`` + ``model.bin``; ``model.safetensors``;
+``model.pt``) and ``densevision.json``: task, class names, palette or COCO category ids, preprocessing
+(input size, mean / std, sliding window), the network's constructor config, the densevision version, the
+checkpoint's sha256 and the verification figures. ``densevision predict --model DIR --backend ...`` runs it
+with the same preprocessing as the checkpoint. The input size is the run's (its sliding window, else its
+``input_size``); the batch axis is free, ``--dynamic`` frees height and width too (refused, with the sizes
+that work, where the network cannot take any size). The folder appears only once verified.
+``--format openvino --int8 --calibration-images N|FOLDER`` quantises with NNCF on N images of the run's
+training split (or a folder), preprocessed as prediction does.
+
+``densevision export --model NAME [--checkpoint WEIGHTS]`` exports a network built by name as
+``<NAME>.onnx`` / ``<NAME>.pt`` files (``densevision.inference.export``), without run metadata.
 """
 
 from __future__ import annotations
@@ -8,27 +20,50 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+import yaml
 from torch import nn
 
-from densevision.inference.export import export_model
+from densevision.datasets.image_io import find_images, read_rgb_image
+from densevision.inference.export import (
+    FOLDER_FORMATS,
+    ExportError,
+    export_folder,
+    export_model,
+    export_size,
+    run_metadata,
+)
+from densevision.inference.preprocessing import Preprocessing
 from densevision.models import create_model
-from densevision.tasks.checkpoints import load_model_checkpoint, load_task
+from densevision.tasks.checkpoints import load_model_checkpoint, load_task, read_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="densevision export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", help="model name; omit to rebuild the model of --checkpoint's run")
-    parser.add_argument("--checkpoint", type=Path, help="trained weights: a fit run's .ckpt or a state dict")
+    parser.add_argument("--model", help="model name; omit to export the model of --checkpoint's run")
+    parser.add_argument("--checkpoint", type=Path, help="a fit run's .ckpt (or, with --model, a state dict)")
     parser.add_argument("--num-classes", type=int, help="classes of --model (default: the preset's)")
     parser.add_argument("--features-only", action="store_true", help="export a backbone's feature maps")
-    parser.add_argument("--format", choices=("onnx", "torchscript", "both"), default="both")
+    parser.add_argument(
+        "--format", choices=(*FOLDER_FORMATS, "both"),
+        help="default: onnx for --checkpoint runs, both (onnx + torchscript files) for --model",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, required=True, help="output folder")
-    parser.add_argument("--input-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
-    parser.add_argument("--batch-size", type=int, default=1, help="export sample batch (not detectors)")
+    parser.add_argument(
+        "--input-size", type=int, nargs=2, metavar=("H", "W"),
+        help="exported input size (default: the run's; 224 224 for --model)",
+    )  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=1, help="--model: export sample batch")
     parser.add_argument("--dynamic", action="store_true", help="free batch and image size where possible")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 11 for detectors)")
+    parser.add_argument("--int8", action="store_true", help="--format openvino: NNCF post-training int8")
+    parser.add_argument(
+        "--calibration-images", default="64", metavar="N|FOLDER",
+        help="--int8: N images of the run's training split (default 64), or a folder of images",
+    )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
     return parser
 
 
@@ -50,20 +85,64 @@ def load_export_model(args: argparse.Namespace) -> tuple[nn.Module, str]:
     return model, args.model
 
 
+def calibration_images(spec: str, checkpoint: Path, preprocessing: Preprocessing) -> list[np.ndarray]:
+    """``--calibration-images``: a folder, or N images of the run's training split (from the
+    ``config.yaml`` the fit saved beside ``checkpoints/``), each preprocessed as prediction does."""
+    if spec.isdigit():
+        count = int(spec)
+        config_file = checkpoint.resolve().parent.parent / "config.yaml"
+        try:
+            data = (yaml.safe_load(config_file.read_text()) or {})["data"]["init_args"]
+            folder = Path(data["root"]) / data.get("train_split", "train")
+        except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
+            raise ExportError(
+                f"--calibration-images {spec}: cannot find the run's training images ({config_file}: "
+                f"{type(err).__name__} {err}); give a folder of images instead: --calibration-images DIR"
+            ) from err
+        files = find_images(folder)
+        files = [files[i] for i in np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)]
+    else:
+        files = find_images(Path(spec))
+    return [preprocessing.image(read_rgb_image(f)) for f in files]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.model is None and args.checkpoint is not None:
+        return export_run(args)
+    if args.format not in (None, "onnx", "torchscript", "both") or args.int8:
+        raise ValueError(
+            f"--format {args.format}{' --int8' if args.int8 else ''} exports a fit run's model folder: "
+            "give --checkpoint RUN.ckpt without --model"
+        )
     model, name = load_export_model(args)
-    formats = ("onnx", "torchscript") if args.format == "both" else (args.format,)
+    formats = ("onnx", "torchscript") if args.format in (None, "both") else (args.format,)
     results = export_model(
-        model,
-        args.output,
-        name=name,
-        formats=formats,
-        input_size=args.input_size,
-        batch_size=args.batch_size,
-        dynamic=args.dynamic,
-        opset=args.opset,
-    )
+        model, args.output, name=name, formats=formats, input_size=args.input_size or (224, 224),
+        batch_size=args.batch_size, dynamic=args.dynamic, opset=args.opset,
+    )  # fmt: skip
     failed = [r for r in results if not r.ok]
     print(f"{len(results) - len(failed)}/{len(results)} verifications within tolerance")
     return 1 if failed else 0
+
+
+def export_run(args: argparse.Namespace) -> int:
+    """``--checkpoint RUN.ckpt``: the run's model folder (``densevision.inference.export.export_folder``)."""
+    fmt = args.format or "onnx"
+    if fmt == "both":
+        raise ValueError("--format both writes loose files of --model; a run's folder takes one format")
+    if args.int8 and fmt != "openvino":
+        raise ValueError("--int8 quantises OpenVINO models: add --format openvino")
+    task = load_task(args.checkpoint)
+    metadata = run_metadata(task, read_checkpoint(args.checkpoint).hyper_parameters, args.checkpoint)
+    size = export_size(metadata, task.model, args.input_size, args.dynamic)
+    calibration = None
+    if args.int8:
+        preprocessing = Preprocessing.from_dict({**metadata["preprocessing"], "input_size": size})
+        calibration = calibration_images(args.calibration_images, args.checkpoint, preprocessing)
+    results = export_folder(
+        task.model, args.output, fmt=fmt, metadata=metadata, input_size=size, dynamic=args.dynamic,
+        opset=args.opset, calibration=calibration, overwrite=args.overwrite,
+    )  # fmt: skip
+    print(f"{len(results)}/{len(results)} verifications within tolerance")
+    return 0

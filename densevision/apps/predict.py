@@ -1,17 +1,27 @@
 """``densevision predict --checkpoint RUN.ckpt --input IMG_OR_DIR --output OUT`` (also ``densevision infer``):
-a trained checkpoint on image files, without a config or a data module.
+a trained checkpoint on image files, without a config or a data module; or
+``densevision predict --model EXPORT_DIR --backend torch|onnxruntime|openvino ...``: a folder of
+``densevision export`` on any runtime.
 
 The model is rebuilt from the checkpoint alone (``densevision.tasks.checkpoints``, ``weights_only=True``),
-and images are resized to the run's training size. Writes, per image ``<name>`` (its path under the input
-folder, suffix ``.png``: ``a/x.png`` and ``b/x.png`` stay apart; ``x.png`` and ``x.jpg`` side by side
-become ``x.png.png`` and ``x.jpg.png``):
+or read from the export folder (``densevision.inference.backends``). Both go through one preprocessing
+(``densevision.inference.preprocessing``: resized to the run's input size, normalised with the run's
+mean / std, sliding windows and flip TTA where the run asks) and postprocessing (logits back to each
+image's size before the argmax), so every backend writes the same files. Writes, per image ``<name>``
+(its path under the input folder, suffix ``.png``: ``a/x.png`` and ``b/x.png`` stay apart; ``x.png`` and
+``x.jpg`` side by side become ``x.png.png`` and ``x.jpg.png``):
 
 - segmentation: ``OUT/masks/<name>`` (class indices, 8-bit single channel) and
-  ``OUT/overlays/<name>`` (colour overlay);
+  ``OUT/overlays/<name>`` (colour overlay, in the run's palette);
 - detection: ``OUT/overlays/<name>`` (boxes, class names, scores and instance masks drawn) and, for all
   images, ``OUT/predictions.json`` (COCO results: ``image_id``, ``category_id`` = the training data's COCO
   category id, as Lightning's predict writes it, ``bbox`` [x, y, w, h] in pixels, ``score``, RLE
-  ``segmentation`` for masks) with ``OUT/images.json`` (COCO ``images``: id, file_name, height, width).
+  ``segmentation`` for masks) with ``OUT/images.json`` (COCO ``images``: id, file_name, height, width);
+- ``OUT/predicted_by.json``: the checkpoint or export folder, backend and preprocessing used.
+
+An output folder that holds earlier predictions is refused (two models' outputs are never mixed);
+``--overwrite`` replaces that whole set (masks, overlays and the JSON files of predict and evaluate).
+Reading, resizing and writing images run in threads beside the network.
 
 Unreadable images (truncated, empty, not an image, over PIL's pixel limit) are skipped and listed in one
 warning; ``--strict`` stops at the first. The output folder is checked for writing before any work.
@@ -22,6 +32,8 @@ autocast where the CPU has AMX / AVX512-BF16; a detector's backbone only), and t
 by the original model in eager float32: the agreement (pixels with the same class, or detections matched
 at IoU >= 0.5) and both times are printed. ``--no-optimize`` runs the original model alone,
 ``--bf16`` / ``--no-bf16`` override the automatic choice and ``--compile`` adds ``torch.compile``.
+With ``--model`` and ONNX Runtime or OpenVINO, ``--bf16`` / ``--no-bf16`` set OpenVINO's inference
+precision (default: OpenVINO's own, bfloat16 on CPUs with AMX / AVX512-BF16); ONNX Runtime runs float32.
 """
 
 from __future__ import annotations
@@ -30,9 +42,15 @@ import argparse
 from pathlib import Path
 
 from densevision.datasets.image_io import check_writable, find_images
+from densevision.inference.backends import BACKENDS, load_backend
+from densevision.inference.model_folder import check_backend, load_model, preprocessing_of, read_metadata
 from densevision.inference.optimize import add_inference_arguments
-from densevision.inference.predict import predict
+from densevision.inference.predict import check_fresh_output, predict
+from densevision.inference.preprocessing import Preprocessing
 from densevision.tasks.checkpoints import load_task
+
+# the runtime that runs each export format when --backend is not given
+DEFAULT_BACKEND = {"safetensors": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__ + "\nWith --config / -c, `densevision predict` is Lightning's predict instead "
         "(its options: densevision predict -c CONFIG --help).",
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a densevision fit run's .ckpt")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a densevision fit run's .ckpt")
+    source.add_argument("--model", type=Path, help="a folder written by densevision export --checkpoint")
+    parser.add_argument(
+        "--backend", choices=BACKENDS,
+        help="--model: the runtime (default: the folder's format's: safetensors torch, onnx onnxruntime, "
+        "openvino openvino)",
+    )  # fmt: skip
+    parser.add_argument("--threads", type=int, help="--model with onnxruntime / openvino: intra-op threads")
+    parser.add_argument(
+        "--int8", action="store_true", help="--backend openvino: run export --int8's model_int8.xml"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier predictions in --output")
     parser.add_argument("--input", type=Path, required=True, help="an image file or a folder of images")
     parser.add_argument("--output", type=Path, required=True, help="output folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
@@ -69,44 +99,82 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_size is not None and args.max_size < 1:
         raise ValueError(f"--max-size must be a positive number of pixels, got {args.max_size}")
+    if args.backend is not None and args.model is None:
+        raise ValueError("--backend runs an export folder: give --model EXPORT_DIR (--checkpoint runs torch)")
     files = find_images(args.input)
     check_writable(args.output)
-    task = load_task(args.checkpoint)
-    predict(
-        task.model,
-        files,
-        args.output,
-        root=args.input if args.input.is_dir() else args.input.parent,
-        max_size=args.max_size,
-        strict=args.strict,
-        progress=args.progress,
-        category_ids=getattr(task, "category_ids", None),
-        device=args.device,
-        optimize=args.optimize,
-        bf16=args.bf16,
-        compile=args.compile,
-        class_names=list(getattr(task, "class_names", None) or []),
-        score_threshold=args.score_threshold,
-        input_size=getattr(task, "input_size", None),
-        sliding_window=_sliding_window(task, args.window_size, args.flip_tta),
-    )
+    if not args.overwrite:  # before loading any model: the refusal should come at once
+        check_fresh_output(args.output)
+    options = dict(
+        root=args.input if args.input.is_dir() else args.input.parent, max_size=args.max_size,
+        strict=args.strict, progress=args.progress, device=args.device, optimize=args.optimize,
+        bf16=args.bf16, compile=args.compile, score_threshold=args.score_threshold, overwrite=args.overwrite,
+    )  # fmt: skip
+    if args.model is not None:
+        model, labels, source = _export_folder(args)
+    else:
+        task = load_task(args.checkpoint)
+        model, source = task.model, {"checkpoint": str(args.checkpoint), "backend": "torch"}
+        labels = {
+            "preprocessing": getattr(task, "preprocessing", None) or Preprocessing.from_hparams(task.hparams),
+            "class_names": list(getattr(task, "class_names", None) or []),
+            "category_ids": getattr(task, "category_ids", None),
+            "palette": getattr(task, "palette", None),
+        }
+    labels["preprocessing"] = labels["preprocessing"].with_window(args.window_size, args.flip_tta)
+    if args.model is not None:
+        _check_network_input(args.model, source, labels["preprocessing"])
+    predict(model, files, args.output, **options, **labels, source=source)
     return 0
 
 
-def _sliding_window(task, window_size: list[int] | None, flip_tta: bool = False) -> dict | None:
-    """The run's ``sliding_window`` options, with ``--window-size`` replacing (or adding) the window and
-    ``--flip-tta`` turning the mirrored pass on (one window of the run's input size, if none is set)."""
-    options = dict(getattr(task, "sliding_window", None) or {})
-    if window_size is not None:
-        options["window_size"] = tuple(window_size)
-    if flip_tta:
-        options["flip_tta"] = True
-        if "window_size" not in options:
-            input_size = getattr(task, "input_size", None)
-            if input_size is None:
-                raise ValueError(
-                    "--flip-tta: this run predicts images at their own size (no input_size in the "
-                    "checkpoint); give the window too: --window-size H W"
-                )
-            options["window_size"] = tuple(input_size)
-    return options or None
+def _export_folder(args: argparse.Namespace) -> tuple[object, dict, dict]:
+    """(the model or backend function, its labels and preprocessing, what predicted_by.json records)."""
+    metadata = read_metadata(args.model)
+    backend = args.backend or DEFAULT_BACKEND.get(metadata["format"], "torch")
+    if metadata["task"] not in ("segmentation", "detection"):
+        raise ValueError(
+            f"{args.model} holds a {metadata['task']} model; predict draws segmentation masks and detections "
+            "(features: densevision extract)"
+        )
+    if metadata["task"] == "detection" and backend != "torch":
+        raise ValueError(
+            f"{args.model}: predict runs exported detectors with --backend torch (a --format safetensors "
+            "folder); ONNX detectors are verified at export but not drawn by predict yet"
+        )
+    check_backend(args.model, metadata, backend)
+    if args.int8 and backend != "openvino":
+        raise ValueError("--int8 runs an OpenVINO int8 model: add --backend openvino")
+    if backend == "torch":
+        model = load_model(args.model)
+    else:
+        precision = "int8" if args.int8 else {True: "bf16", False: "f32", None: None}[args.bf16]
+        try:
+            model = load_backend(args.model, backend, precision=precision, threads=args.threads)
+        except ImportError as err:  # the runtime is an optional extra: one line saying which
+            raise ValueError(str(err)) from err
+    labels = {
+        "preprocessing": preprocessing_of(metadata),
+        "class_names": list(metadata.get("class_names") or []),
+        "category_ids": metadata.get("category_ids"),
+        "palette": [tuple(c) for c in metadata.get("palette") or []] or None,
+    }
+    source = {"model_folder": str(args.model), "format": metadata["format"], "backend": backend,
+              "checkpoint": metadata.get("checkpoint")}  # fmt: skip
+    return model, labels, source
+
+
+def _check_network_input(folder: Path, source: dict, preprocessing: Preprocessing) -> None:
+    """A fixed-size exported file takes only its size: say so before any image is read."""
+    metadata = read_metadata(folder)
+    window = (preprocessing.sliding_window or {}).get("window_size")
+    size = ((window, window) if isinstance(window, int) else window) or preprocessing.input_size
+    exported = tuple(metadata.get("input_shape", [])[-2:])
+    if source["backend"] == "torch" or "height" in metadata.get("dynamic_axes", []) or size is None:
+        return
+    if tuple(size) != exported:
+        raise ValueError(
+            f"{folder} takes {exported[0]}x{exported[1]} inputs, and this prediction would feed it "
+            f"{size[0]}x{size[1]}: use --window-size {exported[0]} {exported[1]} or none, or export again "
+            "with --input-size / --dynamic"
+        )

@@ -142,6 +142,8 @@ class SegmentationDataModule(LightningDataModule):
         predict_split: str = "val",
         holdout_sequence: str | None = None,
         holdout_split: HoldoutSplit = "val",
+        mean: tuple[float, float, float] = MEAN,
+        std: tuple[float, float, float] = STD,
     ) -> None:
         super().__init__()
         if holdout_split not in ("val", "test"):
@@ -153,19 +155,24 @@ class SegmentationDataModule(LightningDataModule):
         self.ignore_index = ignore_index
         self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]
         self.colors = [tuple(c) for c in colors] if colors else list(default_palette(num_classes))
-        self.palette = self.colors
-        self.mean, self.std = tuple(MEAN), tuple(STD)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.class_weighting = class_weighting
         self.skip_bad = skip_bad
         self.splits = {"train": train_split, "val": val_split, "test": test_split, "predict": predict_split}
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.train_transform = segmentation_transform(
-            augment, resize=resize, crop_size=crop_size, scale_range=scale_range, ignore_index=ignore_index
-        )
+            augment, resize=resize, crop_size=crop_size, scale_range=scale_range, ignore_index=ignore_index,
+            mean=self.mean, std=self.std,
+        )  # fmt: skip
         self.resize = None if resize is None else (int(resize[0]), int(resize[1]))
-        self.eval_transform = EvaluationTransform(resize)
+        self.eval_transform = EvaluationTransform(resize, self.mean, self.std)
         self._datasets: dict[str, SegmentationFolder] = {}
+
+    @property
+    def palette(self) -> list[Color]:
+        """The class colours (``colors``), under the name the task's ``palette`` argument is linked from."""
+        return self.colors
 
     def dataset(self, stage: str) -> SegmentationFolder:
         """The (cached) dataset of ``stage``: train, val, test or predict."""
@@ -285,6 +292,8 @@ class CamVidDataModule(SegmentationDataModule):
         predict_split: str = "val",
         holdout_sequence: str | None = None,
         holdout_split: HoldoutSplit = "val",
+        mean: tuple[float, float, float] = MEAN,
+        std: tuple[float, float, float] = STD,
     ) -> None:
         super().__init__(
             root,
@@ -303,6 +312,8 @@ class CamVidDataModule(SegmentationDataModule):
             predict_split=predict_split,
             holdout_sequence=holdout_sequence,
             holdout_split=holdout_split,
+            mean=mean,
+            std=std,
         )
 
 
@@ -331,6 +342,8 @@ class ShapesDataModule(SegmentationDataModule):
         scale_range: tuple[float, float] = (0.75, 1.5),
         class_weighting: ClassWeighting = "none",
         predict_split: str = "val",
+        mean: tuple[float, float, float] = MEAN,
+        std: tuple[float, float, float] = STD,
     ) -> None:
         super().__init__(
             root,
@@ -345,6 +358,8 @@ class ShapesDataModule(SegmentationDataModule):
             scale_range=scale_range,
             class_weighting=class_weighting,
             predict_split=predict_split,
+            mean=mean,
+            std=std,
         )
         self.generation = {
             "seed": seed, "image_size": image_size, "num_train": num_train, "num_val": num_val,

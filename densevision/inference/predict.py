@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +31,10 @@ from densevision.datasets.image_io import (
     skipped_message,
     to_tensor,
 )
-from densevision.datasets.transforms import EvaluationTransform
 from densevision.inference.optimize import InferenceModel, inference_path
+from densevision.inference.preprocessing import Preprocessing, numpy_forward
 from densevision.log import get_logger
 from densevision.models.kinds import model_kind
-from densevision.models.segmentation.decoder import resize_logits
-from densevision.models.segmentation.sliding_window import sliding_window_inference
 from densevision.visualize import default_palette, draw_detections, overlay
 
 logger = get_logger(__name__)
@@ -41,22 +42,24 @@ logger = get_logger(__name__)
 
 @torch.inference_mode()
 def run_segmentation(
-    model: nn.Module,
+    model: Callable[[Tensor], Tensor],
     image: np.ndarray,
     device: torch.device,
     input_size: tuple[int, int] | None = None,
     sliding_window: Mapping | None = None,
+    *,
+    preprocessing: Preprocessing | None = None,
 ) -> Tensor:
     """(H, W, 3) uint8 -> (C, H, W) float32 logits at the image's size.
 
-    The image goes through the evaluation preprocessing of training (``EvaluationTransform``: resized to
-    ``input_size``, the run's training resolution, and normalised), window by window with
-    ``sliding_window`` (``sliding_window_inference``'s options); the logits are resized back to (H, W)
-    before anyone takes an argmax.
+    ``preprocessing`` (``densevision.inference.preprocessing``, the one path of every backend and of
+    Lightning's predict): the image resized to the run's input size and normalised with its mean / std,
+    whole or window by window, logits resized back to (H, W) before anyone takes an argmax. Without it,
+    one is built from ``input_size`` and ``sliding_window`` with the default normalisation.
     """
-    x = EvaluationTransform(input_size)(image=image)["image"][None].to(device)
-    logits = model(x) if sliding_window is None else sliding_window_inference(model, x, **sliding_window)
-    return resize_logits(logits.float(), image.shape[:2])[0].cpu()
+    if preprocessing is None:
+        preprocessing = Preprocessing(input_size=input_size, sliding_window=sliding_window)
+    return preprocessing.predict(model, image, device)
 
 
 @torch.inference_mode()
@@ -117,8 +120,65 @@ def timed(fn, *args) -> tuple[object, float]:
     return out, time.perf_counter() - start
 
 
+PREDICTION_OUTPUTS = ("masks", "overlays", "predictions.json", "images.json", "evaluation.json",
+                      "predicted_by.json")  # fmt: skip
+SOURCE_FILE = "predicted_by.json"
+
+
+def check_fresh_output(output: Path, *, overwrite: bool = False) -> None:
+    """Refuse to write predictions over those of an earlier call (two models' masks, or one model's masks
+    beside another's ``evaluation.json``, must never be mixed); with ``overwrite`` the earlier set is
+    removed as a whole (only the names predict and evaluate write: ``PREDICTION_OUTPUTS``).
+
+    Raises:
+        FileExistsError: ``output`` holds earlier predictions and ``overwrite`` is False.
+    """
+    earlier = [output / name for name in PREDICTION_OUTPUTS if (output / name).exists()]
+    if not earlier:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"--output {output} already holds predictions ({', '.join(p.name for p in earlier)}): choose "
+            "another --output, or add --overwrite to replace that whole set"
+        )
+    for path in earlier:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _prefetched(fn: Callable, items: Sequence, pool: ThreadPoolExecutor, depth: int) -> Iterator:
+    """``fn(item)`` for each item in order, ``depth`` calls ahead in ``pool``: reading and resizing images
+    overlap with the network instead of adding to its time."""
+    pending: deque[Future] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _read(item: tuple[Path, str], max_size: int | None, preprocessing: Preprocessing | None) -> tuple:
+    """-> (file, name, image, downscaled image, network input or None, error or None)."""
+    file, name = item
+    try:
+        image = read_rgb_image(file)
+    except ImageFileError as err:
+        return file, name, None, None, None, err
+    small = resize_image(image, bounded_size(*image.shape[:2], max_size))
+    return file, name, image, small, None if preprocessing is None else preprocessing.image(small), None
+
+
+def _write_segmentation(logits: Tensor, image: np.ndarray, output: Path, name: str, palette) -> None:
+    size = tuple(image.shape[:2])
+    mask = logits.argmax(0).numpy().astype(np.uint8)
+    if mask.shape != size:
+        mask = np.array(Image.fromarray(mask).resize(size[::-1], Image.Resampling.NEAREST))
+    Image.fromarray(mask, mode="L").save(output / "masks" / name)
+    Image.fromarray(overlay(image, mask, palette)).save(output / "overlays" / name)
+
+
 def predict(
-    model: nn.Module,
+    model: nn.Module | Callable[[np.ndarray], np.ndarray],
     files: Sequence[Path],
     output: Path,
     *,
@@ -131,89 +191,128 @@ def predict(
     score_threshold: float = 0.5,
     input_size: tuple[int, int] | None = None,
     sliding_window: Mapping | None = None,
+    preprocessing: Preprocessing | None = None,
+    palette: Sequence[tuple[int, int, int]] | None = None,
     root: Path | None = None,
     max_size: int | None = None,
     strict: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
+    source: Mapping | None = None,
+    workers: int = 2,
     log=None,
 ) -> dict[str, object]:
     """Run ``model`` on ``files`` and write the outputs described in the module docstring.
 
-    ``optimize``, ``bf16`` and ``compile`` choose the path (``densevision.inference.inference_path``).
+    ``model``: a PyTorch module, or a backend's function ``(N, 3, H, W) float32 normalised -> (N, C, H, W)
+    float32 logits`` (``densevision.inference.backends.load_backend``; segmentation only), which goes
+    through exactly the same preprocessing and postprocessing.
+    ``optimize``, ``bf16`` and ``compile`` choose the PyTorch path (``densevision.inference.inference_path``).
+    ``preprocessing``: the run's normalisation, input size and windows (``Preprocessing.from_hparams``);
+    None = one from ``input_size`` and ``sliding_window`` with the default normalisation.
     ``input_size``: a segmentation run's training resolution (``SegmentationTask.input_size``); images
     are resized to it for the network and masks come back at each image's own size.
     ``sliding_window``: segmentation tile by tile (``sliding_window_inference``'s options, e.g.
     ``{"window_size": (360, 480), "overlap": 0.25}``), for images larger than the training crops.
+    ``palette``: overlay colours per class (the run's; None = generated).
     Output names keep each file's path relative to ``root`` (the input folder). Images whose longer side
     exceeds ``max_size`` run downscaled (aspect ratio kept); masks, overlays and boxes are given back at
     the original size. Unreadable files are skipped and listed in one warning (``strict``: the first one
-    raises). ``output`` is checked for writing before any work.
+    raises). ``output`` is checked for writing, and for earlier predictions (``check_fresh_output``,
+    ``overwrite``), before any work. ``source`` (what made the predictions) is written to
+    ``predicted_by.json``. ``workers`` threads read and write images while the network runs.
 
     Raises:
         ValueError: the model is a backbone (no predictions to draw), or the path options conflict.
         PermissionError: ``output`` cannot be written.
+        FileExistsError: ``output`` holds earlier predictions and ``overwrite`` is False.
         ImageFileError: with ``strict``, the first unreadable file.
     """
     log = log or logger.info
-    kind = model_kind(model)
+    backend = not isinstance(model, nn.Module)
+    kind = "dense" if backend else model_kind(model)
     if kind == "backbone":
         raise ValueError("this checkpoint's model is a backbone; use densevision extract for features")
+    check_fresh_output(output, overwrite=overwrite)  # first: check_writable makes the folders
     check_writable(output / "overlays")
     if kind == "dense":
         check_writable(output / "masks")
     device = torch.device(device)
-    model = model.eval().to(device)
-    runner = inference_path(model, optimize=optimize, bf16=bf16, compile=compile)
-    if kind == "detection":
-        run = run_detection
+    if preprocessing is None:
+        preprocessing = Preprocessing(input_size=input_size, sliding_window=sliding_window)
+    if backend:
+        runner = reference = numpy_forward(model)
     else:
-        run = functools.partial(run_segmentation, input_size=input_size, sliding_window=sliding_window)
+        model = reference = model.eval().to(device)
+        runner = inference_path(model, optimize=optimize, bf16=bf16, compile=compile)
     names = output_names(files, Path(root) if root is not None else Path(files[0]).parent)
     results: list[dict] = []
     images: list[dict] = []
     skipped: list[tuple[Path, str]] = []
-    for image_id, (file, name) in enumerate(
-        tqdm(list(zip(files, names, strict=True)), desc="predict", unit="image", disable=not progress)
-    ):
-        try:
-            image = read_rgb_image(file)
-        except ImageFileError as err:
-            if strict:
-                raise
-            skipped.append((file, str(err)))
-            continue
-        size = tuple(image.shape[:2])
-        small = resize_image(image, bounded_size(*size, max_size))
-        out, seconds = timed(run, runner, small, device)
-        if not images and isinstance(runner, InferenceModel):
-            ref, ref_seconds = timed(run, model, small, device)
-            log(
-                f"optimized ({runner.describe()}) vs eager fp32 on {file.name}: "
-                f"{agreement(kind, out, ref, score_threshold)}; "
-                f"{seconds * 1e3:.0f} ms vs {ref_seconds * 1e3:.0f} ms (first call, warm-up included)"
-            )
-        for folder in ("overlays", "masks") if kind == "dense" else ("overlays",):
-            (output / folder / name).parent.mkdir(parents=True, exist_ok=True)
-        if kind == "dense":
-            mask = out.argmax(0).numpy().astype(np.uint8)
-            if mask.shape != size:
-                mask = np.array(Image.fromarray(mask).resize(size[::-1], Image.Resampling.NEAREST))
-            Image.fromarray(mask, mode="L").save(output / "masks" / name)
-            picture = overlay(image, mask, default_palette(out.shape[0]))
-        else:
-            if small.shape[:2] != size:
-                out = _rescaled(out, (size[0] / small.shape[0], size[1] / small.shape[1]), size)
-            results += coco_results(out, image_id, size, category_ids)
-            drawn = draw_detections(torch.from_numpy(image).permute(2, 0, 1).contiguous(), out, class_names,
-                                    score_threshold=score_threshold)
-            picture = drawn.permute(1, 2, 0).numpy()
-        images.append({"id": image_id, "file_name": str(file), "height": size[0], "width": size[1]})
-        Image.fromarray(picture).save(output / "overlays" / name)
+    network_input = preprocessing if kind == "dense" else None
+    read = functools.partial(_read, max_size=max_size, preprocessing=network_input)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        writes: deque[Future] = deque()
+        items = list(zip(files, names, strict=True))
+        stream = _prefetched(read, items, pool, depth=max(1, workers))
+        for file, name, image, small, x, error in tqdm(
+            stream, total=len(items), desc="predict", unit="image", disable=not progress
+        ):
+            if error is not None:
+                if strict:
+                    raise error
+                skipped.append((file, str(error)))
+                continue
+            image_id, size = len(images) + len(skipped), tuple(image.shape[:2])
+            if kind == "dense":
+                # logits at the size the image was read at (``max_size`` bounds their memory); the mask is
+                # then given back at the original size
+                run = functools.partial(_segment, preprocessing, x=x, size=small.shape[:2], device=device)
+            else:
+                run = functools.partial(run_detection, image=small, device=device)
+            out, seconds = timed(run, runner)
+            if not images and isinstance(runner, InferenceModel):
+                ref, ref_seconds = timed(run, reference)
+                log(
+                    f"optimized ({runner.describe()}) vs eager fp32 on {file.name}: "
+                    f"{agreement(kind, out, ref, score_threshold)}; "
+                    f"{seconds * 1e3:.0f} ms vs {ref_seconds * 1e3:.0f} ms (first call, warm-up included)"
+                )
+            for folder in ("overlays", "masks") if kind == "dense" else ("overlays",):
+                (output / folder / name).parent.mkdir(parents=True, exist_ok=True)
+            if kind == "dense":
+                colors = list(palette) if palette else default_palette(out.shape[0])
+                writes.append(pool.submit(_write_segmentation, out, image, output, name, colors))
+            else:
+                if small.shape[:2] != size:
+                    out = _rescaled(out, (size[0] / small.shape[0], size[1] / small.shape[1]), size)
+                results += coco_results(out, image_id, size, category_ids)
+                drawn = draw_detections(torch.from_numpy(image).permute(2, 0, 1).contiguous(), out,
+                                        class_names, score_threshold=score_threshold)  # fmt: skip
+                Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(output / "overlays" / name)
+            images.append({"id": image_id, "file_name": str(file), "height": size[0], "width": size[1]})
+            while len(writes) > 2 * max(1, workers):
+                writes.popleft().result()
+        for pending in writes:
+            pending.result()
     if skipped:
         logger.warning(skipped_message(skipped, len(files)))
     if kind == "detection":
         (output / "predictions.json").write_text(json.dumps(results))
         (output / "images.json").write_text(json.dumps(images, indent=1))
-    log(f"wrote {len(images)} image(s) to {output} ({kind if kind == 'detection' else 'segmentation'})"
+    record = {"kind": "detection" if kind == "detection" else "segmentation", **dict(source or {})}
+    if kind == "dense":
+        record["preprocessing"] = preprocessing.to_dict()
+    (output / SOURCE_FILE).write_text(json.dumps(record, indent=1))
+    log(f"wrote {len(images)} image(s) to {output} ({record['kind']})"
         + (f"; skipped {len(skipped)} unreadable" if skipped else ""))
     return {"kind": kind, "images": images, "results": results, "skipped": skipped}
+
+
+@torch.inference_mode()
+def _segment(
+    preprocessing: Preprocessing, forward: Callable[[Tensor], Tensor], *, x: np.ndarray, size, device
+) -> Tensor:
+    """One preprocessed image (1, 3, h, w) -> (C, H, W) float32 logits at the image's ``size``."""
+    logits = preprocessing.logits(forward, torch.from_numpy(x).to(device))
+    return preprocessing.postprocess(logits, size)[0].cpu()

@@ -18,13 +18,9 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from densevision.datasets.transforms import denormalize
-from densevision.models.segmentation.decoder import resize_logits
-from densevision.models.segmentation.sliding_window import (
-    SlidingWindow,
-    check_options,
-    sliding_window_inference,
-)
+from densevision.datasets.transforms import MEAN, STD, denormalize
+from densevision.inference.preprocessing import Preprocessing
+from densevision.models.segmentation.sliding_window import SlidingWindow
 from densevision.tasks.base import BaseTask, default_optimizer
 from densevision.tasks.losses import CrossEntropy, LossFactory
 from densevision.visualize import default_palette, legend, side_by_side
@@ -51,25 +47,6 @@ def iou_from_confusion(confusion: Tensor) -> dict[str, Any]:
     }
 
 
-_SLIDING_WINDOW_KEYS = ("window_size", "overlap", "blend", "batch_size", "flip_tta")
-
-
-def _check_sliding_window(options: SlidingWindow | None) -> dict[str, Any] | None:
-    """The task's ``sliding_window`` argument as keyword arguments of ``sliding_window_inference``,
-    checked now rather than at the first validation batch."""
-    if options is None:
-        return None
-    unknown = sorted(set(options) - set(_SLIDING_WINDOW_KEYS))
-    if unknown or "window_size" not in options:
-        raise ValueError(
-            f"sliding_window takes {list(_SLIDING_WINDOW_KEYS)} (window_size required), got {dict(options)}"
-        )
-    options = dict(options)
-    check_options(options["window_size"], options.get("overlap", 0.25), options.get("blend", "gaussian"),
-                  options.get("batch_size", 4))  # fmt: skip
-    return options
-
-
 class SegmentationTask(BaseTask):
     """Trains and evaluates a model that maps (N, 3, H, W) images to (N, C, H, W) logits.
 
@@ -90,6 +67,14 @@ class SegmentationTask(BaseTask):
         sliding_window: options of ``sliding_window_inference`` (``window_size``, ``overlap``, ``blend``,
             ``batch_size``, ``flip_tta``) for validation, test and prediction: images larger than the
             training crops are predicted tile by tile. None = whole images.
+        mean, std: the normalisation of the training images (the data module's, linked); saved with the
+            run so every prediction path normalises as training did (``densevision.inference.preprocessing``).
+        palette: one RGB colour per class for overlays (the data module's ``palette``, linked); None =
+            generated colours.
+
+    Attributes:
+        preprocessing: the run's :class:`~densevision.inference.preprocessing.Preprocessing` (normalisation,
+            input size, windows), shared with ``densevision predict`` and exported models.
     """
 
     def __init__(
@@ -105,6 +90,9 @@ class SegmentationTask(BaseTask):
         input_size: tuple[int, int] | None = None,
         loss: LossFactory | None = None,
         sliding_window: SlidingWindow | None = None,
+        mean: tuple[float, float, float] = MEAN,
+        std: tuple[float, float, float] = STD,
+        palette: Sequence[tuple[int, int, int]] | None = None,
     ) -> None:
         super().__init__(model, optimizer, lr_scheduler)
         self.save_config_hyperparameters()
@@ -119,7 +107,12 @@ class SegmentationTask(BaseTask):
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", weights)
         self.criterion = (loss or CrossEntropy)(ignore_index, weights)
-        self.sliding_window = _check_sliding_window(sliding_window)
+        self.preprocessing = Preprocessing(mean, std, self.input_size, sliding_window)
+        self.sliding_window = self.preprocessing.sliding_window
+        self.mean, self.std = self.preprocessing.mean, self.preprocessing.std
+        self.palette = [tuple(int(v) for v in c) for c in palette] if palette else None
+        if self.palette is not None and len(self.palette) != num_classes:
+            raise ValueError(f"got {len(self.palette)} palette colours for num_classes={num_classes}")
         # torchmetrics drops pixels equal to ignore_index before counting.
         self.confusion = nn.ModuleDict(
             {
@@ -138,9 +131,7 @@ class SegmentationTask(BaseTask):
 
     def predict_logits(self, images: Tensor) -> Tensor:
         """(N, 3, H, W) -> (N, C, H, W) logits for evaluation: tile by tile with ``sliding_window``."""
-        if self.sliding_window is None:
-            return self(images)
-        return sliding_window_inference(self.model, images, **self.sliding_window)
+        return self.preprocessing.logits(self.model, images)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss = self.loss(self(batch["image"]), batch["mask"])
@@ -148,7 +139,7 @@ class SegmentationTask(BaseTask):
         return loss
 
     def _eval_step(self, batch: dict, stage: str) -> None:
-        logits = resize_logits(self.predict_logits(batch["image"]), batch["mask"].shape[-2:])
+        logits = self.preprocessing.postprocess(self.predict_logits(batch["image"]), batch["mask"].shape[-2:])
         self.log(f"{stage}/loss", self.loss(logits, batch["mask"]), on_epoch=True, batch_size=len(logits))
         self.confusion[stage].update(logits.argmax(1), batch["mask"])
 
@@ -161,7 +152,8 @@ class SegmentationTask(BaseTask):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """-> the batch plus ``prediction`` (N, H, W) class indices."""
         size = batch["mask"].shape[-2:] if "mask" in batch else batch["image"].shape[-2:]
-        return {**batch, "prediction": resize_logits(self.predict_logits(batch["image"]), size).argmax(1)}
+        logits = self.preprocessing.postprocess(self.predict_logits(batch["image"]), size)
+        return {**batch, "prediction": logits.argmax(1)}
 
     def _eval_epoch_end(self, stage: str) -> None:
         confusion = self.confusion[stage].compute().cpu()
@@ -234,7 +226,8 @@ class SegmentationPictureWriter(Callback):
         data = trainer.datamodule
         num_classes = int(pl_module.num_classes)
         names = getattr(data, "class_names", None) or getattr(pl_module, "class_names", None)
-        colors = getattr(data, "colors", None) or default_palette(num_classes)
+        colors = (getattr(data, "colors", None) or getattr(pl_module, "palette", None)
+                  or default_palette(num_classes))  # fmt: skip
         ignore_index = getattr(data, "ignore_index", getattr(pl_module, "ignore_index", None))
         return list(names or [f"class{i}" for i in range(num_classes)]), list(colors), ignore_index
 
@@ -254,7 +247,9 @@ class SegmentationPictureWriter(Callback):
                 return
             masks = batch.get("mask")
             target = None if masks is None else masks[i].cpu().numpy()
-            image, prediction = denormalize(batch["image"][i]), prediction.cpu().numpy().astype(np.int64)
+            mean, std = getattr(pl_module, "mean", MEAN), getattr(pl_module, "std", STD)
+            image = denormalize(batch["image"][i], mean, std)
+            prediction = prediction.cpu().numpy().astype(np.int64)
             if "size" in batch:  # a padded batch of images of different sizes: each at its own size
                 h, w = (int(v) for v in batch["size"][i])
                 image, prediction = image[:h, :w], prediction[:h, :w]
