@@ -1,6 +1,11 @@
 """Fused CPU paths of ``DenseBlock``: one dispatch point, ``forward(block, x)``, which returns the block's
 output or ``None`` when the module path (``densevision.models.layers``, the reference) must run.
 
+The arrow runs one way: this module imports the reference path and plugs ``forward`` into it
+(``DenseBlock.fused_forward``, at the end of this file); ``layers.py`` never imports it.
+``densevision.models`` imports this module, so every model built from the package has it; each block
+chooses it with ``DenseBlock.fast_path`` (``set_fast_path`` for a whole model).
+
 Two paths, both without re-concatenation (after Pleiss et al., "Memory-Efficient Implementation of
 DenseNets", 2017): every map lives in one channels-last block buffer that each layer appends its k maps
 to, and each layer's first BN-ReLU is one pass of a compiled kernel (``densevision.models.kernels``,
@@ -35,7 +40,6 @@ error: use ``set_fast_path(model, False)`` for gradient penalties); a second bac
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -46,9 +50,7 @@ from torch.nn.utils import parametrize
 from torchvision.ops import FrozenBatchNorm2d
 
 from densevision.models import kernels
-
-if TYPE_CHECKING:
-    from densevision.models.layers import DenseBlock, DenseLayer
+from densevision.models.layers import DenseBlock, DenseLayer
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
@@ -93,8 +95,6 @@ def _context_reason(x: Tensor) -> str | None:
 def _module_reason(block: DenseBlock) -> str | None:
     if any(getattr(_module, name) for name in _GLOBAL_HOOKS):
         return "global module hooks"
-    from densevision.models.layers import DenseLayer
-
     for name, module in block.named_modules():
         if module is not block and any(getattr(module, d, None) for d in _HOOK_DICTS):
             return f"hooks on {name}"
@@ -433,3 +433,6 @@ class _FusedDenseBlock(torch.autograd.Function):
         grad_x = _normalize_backward(grad_xhat[:, :c], raw[:, :c], mean[:c], invstd[:c])
         grad_x = _image(grad_x, n, h, w).add_(grad_out[:, :c])
         return (None, None, grad_x, *(g for grads in reversed(param_grads) for g in grads))
+
+
+DenseBlock.fused_forward = forward

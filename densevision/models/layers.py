@@ -5,9 +5,11 @@ torchvision's ``models/densenet.py`` (``norm1``/``conv1``/``norm2``/``conv2``, `
 ``transition`` ``norm``/``conv``/``pool``) so torchvision state dicts load with ``strict=True``.
 
 This file is the reference path: per-layer concatenation and BN-ReLU-Conv module by module, as
-torchvision runs it. ``DenseBlock.fast_path`` (set for a whole model with ``set_fast_path``) lets a block
-hand its forward to ``densevision.models.fused_dense_block`` on the CPU, which runs it only where it
-keeps this path's contracts and otherwise returns ``None`` so that this code runs.
+torchvision runs it, readable and runnable on its own: it imports no fast path. The fused CPU path
+(``densevision.models.fused_dense_block``, imported with ``densevision.models``) plugs in at one point,
+``DenseBlock.fused_forward``; ``DenseBlock.fast_path`` (set for a whole model with ``set_fast_path``)
+chooses it per block. The fused path runs only where it keeps this path's contracts and otherwise returns
+``None`` so that this code runs.
 """
 
 # No ``from __future__ import annotations`` here: TorchScript resolves the string annotations of
@@ -20,8 +22,6 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import Tensor, nn
-
-from densevision.models import fused_dense_block
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -197,6 +197,11 @@ class DenseBlock(nn.ModuleDict):
         self.out_channels = in_channels + num_layers * growth_rate
         self.fast_path = True  # see set_fast_path
 
+    # The fused path: ``fused_forward(block, x)`` returns ``block(x)`` or ``None`` where this module path
+    # must run. ``densevision.models.fused_dense_block`` plugs itself in here when imported, so that this
+    # reference path does not import it back (``None``: every block runs the module path).
+    fused_forward: Callable[["DenseBlock", Tensor], Tensor | None] | None = None
+
     def forward(self, x: Tensor) -> Tensor:
         if self.fast_path and not torch.jit.is_scripting():
             out = self._fused_forward(x)
@@ -209,7 +214,8 @@ class DenseBlock(nn.ModuleDict):
 
     @torch.jit.unused
     def _fused_forward(self, x: Tensor) -> Tensor | None:
-        return fused_dense_block.forward(self, x)
+        fused = DenseBlock.fused_forward
+        return None if fused is None else fused(self, x)
 
 
 class Transition(nn.Sequential):

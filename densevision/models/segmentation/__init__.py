@@ -1,6 +1,8 @@
 """Segmentation models: FC-DenseNet (Tiramisu), FC-HarDNet, the Tiramisu decoder on any backbone,
-DenseASPP and DeepLabV3+ on dilated DenseNets, and sliding-window inference for large images."""
+DenseASPP and DeepLabV3+ on dilated DenseNets, all on one base (``SegmentationModel``: encoder -> decoder
+-> head), and sliding-window inference for large images."""
 
+from densevision.models.segmentation.base import SegmentationModel, resize_logits
 from densevision.models.segmentation.decoder import TiramisuDecoder
 from densevision.models.segmentation.deeplabv3plus import (
     DeepLabV3Plus,
@@ -44,12 +46,9 @@ __all__ = [
     "DenseASPPHead",
     "FCDenseNet",
     "FCHarDNet",
+    "SegmentationModel",
     "TiramisuDecoder",
     "TiramisuSegmenter",
-    "fchardnet70",
-    "tiramisu_hardnet68",
-    "tiramisu_rdnet_tiny",
-    "tiramisu_vovnet39",
     "deeplabv3plus_densenet",
     "deeplabv3plus_densenet121",
     "deeplabv3plus_densenet161",
@@ -58,10 +57,11 @@ __all__ = [
     "denseaspp_densenet161",
     "denseaspp_densenet169",
     "denseaspp_densenet201",
+    "fcdensenet103",
     "fcdensenet56",
     "fcdensenet67",
-    "fcdensenet103",
     "fchardnet70",
+    "resize_logits",
     "tiramisu_densenet",
     "tiramisu_densenet121",
     "tiramisu_densenet161",

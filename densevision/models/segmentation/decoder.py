@@ -15,14 +15,10 @@ from torch import Tensor, nn
 
 from densevision.models.features import FeatureSpec
 from densevision.models.layers import DenseBlock, NormLayer
+from densevision.models.segmentation.base import resize_logits
 
-
-def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
-    """(N, C, h, w) logits -> (N, C, *size), bilinear (unchanged when already that size): networks return,
-    and tasks score, logits at the input's or the labels' resolution; the argmax comes after."""
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+# resize_logits lives in base.py with the other helpers every segmenter shares; this import path stays.
+__all__ = ["TiramisuDecoder", "fit_to_size", "num_up_steps", "resize_logits"]
 
 
 def fit_to_size(x: Tensor, size: Sequence[int]) -> Tensor:

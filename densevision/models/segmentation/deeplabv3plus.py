@@ -18,30 +18,23 @@ more than one image per batch (or per process).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
+from torchvision.ops import Conv2dNormActivation
 
 from densevision.models.backbones.densenet import imagenet_densenet
 from densevision.models.layers import NormLayer
 from densevision.models.registry import register_model
-from densevision.models.segmentation.decoder import resize_logits
-from densevision.models.segmentation.tiramisu import _check_input, _kaiming_init
+from densevision.models.segmentation.base import SegmentationModel, backbone_input, kaiming_init
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int, norm_layer: NormLayer) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
-        norm_layer(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-class DeepLabV3Plus(nn.Module):
+class DeepLabV3Plus(SegmentationModel):
     """DeepLabV3+ on any backbone with ``feature_info``: ASPP on the deepest feature, a decoder that joins
     one low-level feature.
 
@@ -72,9 +65,7 @@ class DeepLabV3Plus(nn.Module):
         decoder_channels: int = 256,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        super().__init__(num_classes=num_classes)
         info = {spec.name: spec for spec in backbone.feature_info}
         deepest = tuple(backbone.feature_info)[-1]
         if low_level_feature not in info or low_level_feature == deepest.name:
@@ -87,27 +78,28 @@ class DeepLabV3Plus(nn.Module):
         self.low_level_feature = low_level_feature
         self.deepest = deepest.name
         self.aspp = ASPP(deepest.channels, tuple(aspp_rates), aspp_channels)
-        self.reduce = _conv_bn_relu(info[low_level_feature].channels, low_level_channels, 1, norm_layer)
+        conv = dict(norm_layer=norm_layer)
+        self.reduce = Conv2dNormActivation(info[low_level_feature].channels, low_level_channels, 1, **conv)
         self.decoder = nn.Sequential(
-            _conv_bn_relu(aspp_channels + low_level_channels, decoder_channels, 3, norm_layer),
-            _conv_bn_relu(decoder_channels, decoder_channels, 3, norm_layer),
+            Conv2dNormActivation(aspp_channels + low_level_channels, decoder_channels, 3, **conv),
+            Conv2dNormActivation(decoder_channels, decoder_channels, 3, **conv),
         )
         self.classifier = nn.Conv2d(decoder_channels, num_classes, kernel_size=1)
-        _kaiming_init(self.aspp, self.reduce, self.decoder, self.classifier)
-        self.num_classes = num_classes
+        kaiming_init(self.aspp, self.reduce, self.decoder, self.classifier)
         self.output_stride = deepest.stride
-        self.in_chans: int | None = getattr(backbone, "in_chans", None)
-        self.min_input_size: int = getattr(backbone, "min_input_size", deepest.stride)
+        self.in_chans, self.min_input_size = backbone_input(backbone)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, in_chans, H, W) images -> (N, num_classes, H, W) logits."""
-        _check_input(self, x, self.in_chans, self.min_input_size)
-        features = self.backbone(x)
+    def encode(self, x: Tensor) -> dict[str, Tensor]:
+        """(N, C_in, H, W) -> the backbone's features (the low-level one and the deepest)."""
+        return self.backbone(x)
+
+    def decode(self, features: Mapping[str, Tensor], image_size: Sequence[int]) -> Tensor:
+        """ASPP on the deepest feature, upsampled to the reduced low-level feature and joined with it:
+        (N, decoder_channels, h, w) at the low-level feature's stride."""
         skip = self.reduce(features[self.low_level_feature])
         context = self.aspp(features[self.deepest])
         context = F.interpolate(context, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        out = self.decoder(torch.cat([context, skip], 1))
-        return resize_logits(self.classifier(out), x.shape[-2:])
+        return self.decoder(torch.cat([context, skip], 1))
 
 
 def deeplabv3plus_densenet(
@@ -136,23 +128,32 @@ def deeplabv3plus_densenet(
     return DeepLabV3Plus(backbone=backbone, num_classes=num_classes, aspp_rates=rates, norm_layer=norm_layer)
 
 
-# Presets pass their own keyword arguments on (``locals()`` holds exactly the parameters at that point),
-# so a YAML typo fails when parsed.
+class DeepLabV3PlusOptions(TypedDict, total=False):
+    """The options a ``deeplabv3plus_densenet*`` preset passes on to ``deeplabv3plus_densenet`` (defaults
+    there)."""
+
+    weights: str | Path | None
+    in_chans: int
+    output_stride: int
+    memory_efficient: bool
+    norm_layer: NormLayer
+
+
+# Presets: ``num_classes`` is a parameter of its own (the CLI links the data module's into it); the other
+# options are typed keywords (PEP 692), so a typo fails when a YAML config is parsed.
 @register_model
 def deeplabv3plus_densenet121(
-    *, num_classes: int = 11, weights: str | Path | None = None, in_chans: int = 3, output_stride: int = 16,
-    memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
+    *, num_classes: int = 11, **options: Unpack[DeepLabV3PlusOptions]
 ) -> DeepLabV3Plus:
     """DeepLabV3+ on DenseNet-121 (output stride 16, ``c2`` skip); 16,193,259 parameters with 11 classes.
     ``weights``: a local ImageNet state dict for the backbone."""
-    return deeplabv3plus_densenet("densenet121", **locals())
+    return deeplabv3plus_densenet("densenet121", num_classes=num_classes, **options)
 
 
 @register_model
 def deeplabv3plus_densenet161(
-    *, num_classes: int = 11, weights: str | Path | None = None, in_chans: int = 3, output_stride: int = 16,
-    memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
+    *, num_classes: int = 11, **options: Unpack[DeepLabV3PlusOptions]
 ) -> DeepLabV3Plus:
     """DeepLabV3+ on DenseNet-161 (output stride 16, ``c2`` skip).
     ``weights``: a local ImageNet state dict for the backbone."""
-    return deeplabv3plus_densenet("densenet161", **locals())
+    return deeplabv3plus_densenet("densenet161", num_classes=num_classes, **options)

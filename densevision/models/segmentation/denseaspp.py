@@ -23,17 +23,18 @@ checkpoint (142.7 MB, as its README lists it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import Conv2dNormActivation
 
 from densevision.models.backbones.densenet import imagenet_densenet
 from densevision.models.layers import NormLayer
 from densevision.models.registry import register_model
-from densevision.models.segmentation.decoder import resize_logits
-from densevision.models.segmentation.tiramisu import _check_input, _kaiming_init
+from densevision.models.segmentation.base import SegmentationModel, backbone_input, kaiming_init
 
 PAPER_RATES = (3, 6, 12, 18, 24)
 
@@ -94,11 +95,7 @@ class DenseASPPHead(nn.Module):
                 f"reduce_channels, mid_channels and growth_rate must be >= 1, got {reduce_channels}, "
                 f"{mid_channels}, {growth_rate}"
             )
-        self.reduce = nn.Sequential(
-            nn.Conv2d(in_channels, reduce_channels, kernel_size=1, bias=False),
-            norm_layer(reduce_channels),
-            nn.ReLU(inplace=True),
-        )
+        self.reduce = Conv2dNormActivation(in_channels, reduce_channels, 1, norm_layer=norm_layer)
         self.layers = nn.ModuleList(
             _AtrousLayer(reduce_channels + i * growth_rate, mid_channels, growth_rate, rate, drop_rate,
                          norm_layer, first=i == 0)
@@ -114,7 +111,7 @@ class DenseASPPHead(nn.Module):
         return torch.cat(features, 1)
 
 
-class DenseASPP(nn.Module):
+class DenseASPP(SegmentationModel):
     """DenseASPP segmentation on any backbone with ``feature_info``: the head on the deepest feature, a
     dropout + 1x1 classifier, logits resized to the input.
 
@@ -142,9 +139,7 @@ class DenseASPP(nn.Module):
         classifier_drop_rate: float = 0.1,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        super().__init__(num_classes=num_classes)
         deepest = tuple(backbone.feature_info)[-1]
         self.backbone = backbone
         self.feature = deepest.name
@@ -155,17 +150,17 @@ class DenseASPP(nn.Module):
         self.classifier = nn.Sequential(
             nn.Dropout2d(classifier_drop_rate), nn.Conv2d(self.head.out_channels, num_classes, kernel_size=1)
         )
-        _kaiming_init(self.head, self.classifier)
-        self.num_classes = num_classes
+        kaiming_init(self.head, self.classifier)
         self.output_stride = deepest.stride
-        self.in_chans: int | None = getattr(backbone, "in_chans", None)
-        self.min_input_size: int = getattr(backbone, "min_input_size", deepest.stride)
+        self.in_chans, self.min_input_size = backbone_input(backbone)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, in_chans, H, W) images -> (N, num_classes, H, W) logits."""
-        _check_input(self, x, self.in_chans, self.min_input_size)
-        feature = self.backbone(x)[self.feature]
-        return resize_logits(self.classifier(self.head(feature)), x.shape[-2:])
+    def encode(self, x: Tensor) -> dict[str, Tensor]:
+        """(N, C_in, H, W) -> the backbone's features."""
+        return self.backbone(x)
+
+    def decode(self, features: Mapping[str, Tensor], image_size: Sequence[int]) -> Tensor:
+        """The head on the deepest feature: (N, head.out_channels, H / output_stride, W / output_stride)."""
+        return self.head(features[self.feature])
 
 
 # d_feature0 / d_feature1 of the authors' configs (cfgs/DenseASPP*.py)
@@ -203,41 +198,40 @@ def denseaspp_densenet(
     )  # fmt: skip
 
 
-# Presets pass their own keyword arguments on (``locals()`` holds exactly the parameters at that point),
-# so a YAML typo fails when parsed.
+class DenseASPPOptions(TypedDict, total=False):
+    """The options a ``denseaspp_densenet*`` preset passes on to ``denseaspp_densenet`` (defaults there)."""
+
+    weights: str | Path | None
+    in_chans: int
+    output_stride: int
+    drop_rate: float
+    memory_efficient: bool
+    norm_layer: NormLayer
+
+
+# Presets: ``num_classes`` is a parameter of its own (the CLI links the data module's into it); the other
+# options are typed keywords (PEP 692), so a typo fails when a YAML config is parsed.
 @register_model
-def denseaspp_densenet121(
-    *, num_classes: int = 11, weights: str | Path | None = None, in_chans: int = 3, output_stride: int = 8,
-    drop_rate: float = 0.1, memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-) -> DenseASPP:
+def denseaspp_densenet121(*, num_classes: int = 11, **options: Unpack[DenseASPPOptions]) -> DenseASPP:
     """DenseASPP on DenseNet-121 (output stride 8; widths 128 / 64); 8,274,187 parameters with 11
     classes. ``weights``: a local ImageNet state dict for the backbone."""
-    return denseaspp_densenet("densenet121", **locals())
+    return denseaspp_densenet("densenet121", num_classes=num_classes, **options)
 
 
 @register_model
-def denseaspp_densenet161(
-    *, num_classes: int = 11, weights: str | Path | None = None, in_chans: int = 3, output_stride: int = 8,
-    drop_rate: float = 0.1, memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-) -> DenseASPP:
+def denseaspp_densenet161(*, num_classes: int = 11, **options: Unpack[DenseASPPOptions]) -> DenseASPP:
     """DenseASPP on DenseNet-161, the paper's model (output stride 8; widths 512 / 128); 35,395,427
     parameters with Cityscapes' 19 classes. ``weights``: a local ImageNet state dict for the backbone."""
-    return denseaspp_densenet("densenet161", **locals())
+    return denseaspp_densenet("densenet161", num_classes=num_classes, **options)
 
 
 @register_model
-def denseaspp_densenet169(
-    *, num_classes: int = 11, weights: str | Path | None = None, in_chans: int = 3, output_stride: int = 8,
-    drop_rate: float = 0.1, memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-) -> DenseASPP:
+def denseaspp_densenet169(*, num_classes: int = 11, **options: Unpack[DenseASPPOptions]) -> DenseASPP:
     """DenseASPP on DenseNet-169 (output stride 8; widths 336 / 168)."""
-    return denseaspp_densenet("densenet169", **locals())
+    return denseaspp_densenet("densenet169", num_classes=num_classes, **options)
 
 
 @register_model
-def denseaspp_densenet201(
-    *, num_classes: int = 11, weights: str | Path | None = None, in_chans: int = 3, output_stride: int = 8,
-    drop_rate: float = 0.1, memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-) -> DenseASPP:
+def denseaspp_densenet201(*, num_classes: int = 11, **options: Unpack[DenseASPPOptions]) -> DenseASPP:
     """DenseASPP on DenseNet-201 (output stride 8; widths 480 / 240)."""
-    return denseaspp_densenet("densenet201", **locals())
+    return denseaspp_densenet("densenet201", num_classes=num_classes, **options)

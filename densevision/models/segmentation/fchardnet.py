@@ -15,8 +15,9 @@ FC-DenseNet up path) on those backbones, read through ``feature_info`` alone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -29,12 +30,13 @@ from densevision.models.backbones.vovnet import vovnet
 from densevision.models.features import FeatureSpec, feature_name
 from densevision.models.layers import NormLayer
 from densevision.models.registry import register_model
+from densevision.models.segmentation.base import SegmentationModel, kaiming_init
 from densevision.models.segmentation.tiramisu import TiramisuSegmenter
 
 WeightsArg = str | Path | None
 
 
-class FCHarDNet(nn.Module):
+class FCHarDNet(SegmentationModel):
     """FC-HarDNet: harmonic dense encoder, U-shaped harmonic dense decoder, 1x1 classifier.
 
     Args:
@@ -53,6 +55,8 @@ class FCHarDNet(nn.Module):
     Shapes: (N, in_chans, H, W) -> logits (N, num_classes, H, W), for H, W >= ``min_input_size``.
     """
 
+    align_corners = True  # as the reference implementation, whose weights assume it
+
     def __init__(
         self,
         *,
@@ -65,9 +69,7 @@ class FCHarDNet(nn.Module):
         multiplier: float = 1.7,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        super().__init__(num_classes=num_classes)
         if len(stem_channels) != 4 or not len(stage_channels) == len(growth_rates) == len(layers) >= 2:
             raise ValueError(
                 f"FCHarDNet needs 4 stem_channels and >= 2 stages with one stage_channels, growth_rates and "
@@ -101,38 +103,32 @@ class FCHarDNet(nn.Module):
             self.up_blocks.append(block)
             channels = block.out_channels
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        self.num_classes = num_classes
+        kaiming_init(self, mode="fan_out")
         self.in_chans = in_chans
         self.min_input_size = specs[-1].stride
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, in_chans, H, W) images -> (N, num_classes, H, W) logits."""
-        if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[-2:]) < self.min_input_size:
-            raise ValueError(
-                f"FCHarDNet expects images of shape (N, {self.in_chans}, H, W) with H, W >= "
-                f"{self.min_input_size} (its total stride), got {tuple(x.shape)}"
-            )
-        size = x.shape[-2:]
+    def encode(self, x: Tensor) -> dict[str, Tensor]:
+        """(N, in_chans, H, W) -> ``feature_info``'s features: each block's raw output (the skips), pooled
+        after its 1x1 conv on the way down, and the last 1x1 conv's output (the deepest)."""
         x = self.stem(x)
-        skips = []
-        last = len(self.down_blocks) - 1
-        for i, (block, conv) in enumerate(zip(self.down_blocks, self.down_convs, strict=True)):
+        features = {}
+        pooled = zip(self.feature_info[:-1], self.down_blocks[:-1], self.down_convs[:-1], strict=True)
+        for spec, block, conv in pooled:
             x = block(x)
-            if i < last:
-                skips.append(x)
-            x = conv(x)
-            if i < last:
-                x = F.avg_pool2d(x, 2)
-        for conv, block, skip in zip(self.up_convs, self.up_blocks, reversed(skips), strict=True):
-            # align_corners=True as the reference implementation, whose weights assume it.
+            features[spec.name] = x
+            x = F.avg_pool2d(conv(x), 2)
+        features[self.feature_info[-1].name] = self.down_convs[-1](self.down_blocks[-1](x))
+        return features
+
+    def decode(self, features: Mapping[str, Tensor], image_size: Sequence[int]) -> Tensor:
+        """Up from the deepest feature through every skip: (N, C, ~H / 4, ~W / 4)."""
+        names = [spec.name for spec in self.feature_info]
+        x = features[names[-1]]
+        for conv, block, name in zip(self.up_convs, self.up_blocks, names[-2::-1], strict=True):
+            skip = features[name]
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
             x = block(conv(torch.cat([x, skip], 1)))
-        return F.interpolate(self.classifier(x), size=size, mode="bilinear", align_corners=True)
+        return x
 
 
 @register_model
@@ -143,43 +139,60 @@ def fchardnet70(
     return FCHarDNet(num_classes=num_classes, in_chans=in_chans, norm_layer=norm_layer)
 
 
-def _tiramisu(backbone: nn.Module, **args) -> TiramisuSegmenter:
-    return TiramisuSegmenter(backbone=backbone, **args)
+class FamilyTiramisuOptions(TypedDict, total=False):
+    """The options ``tiramisu_rdnet_tiny`` passes on: the backbone's ``weights`` (a local timm-format file
+    for RDNet and VoVNet, densevision-format for HarDNet), ``in_chans`` and ``memory_efficient``, the
+    decoder's ``growth_rate`` (16) and ``drop_rate`` (0.2)."""
+
+    weights: WeightsArg
+    in_chans: int
+    growth_rate: int
+    drop_rate: float
+    memory_efficient: bool
 
 
-# Presets: the Tiramisu up path on each family's first member; ``weights`` (a local timm-format file for
-# RDNet and VoVNet, densevision-format for HarDNet) goes to the backbone.
+class FamilyTiramisuNormOptions(FamilyTiramisuOptions, total=False):
+    """``FamilyTiramisuOptions`` and the ``norm_layer`` of the backbone and the decoder."""
+
+    norm_layer: NormLayer
+
+
+def _tiramisu_on(
+    family: Callable[..., nn.Module], name: str, *, num_classes: int, weights: WeightsArg = None,
+    in_chans: int = 3, growth_rate: int = 16, drop_rate: float = 0.2, memory_efficient: bool = False,
+    norm_layer: NormLayer | None = None,
+) -> TiramisuSegmenter:  # fmt: skip
+    """``TiramisuSegmenter`` on ``family(name, features_only=True)``; ``norm_layer`` None: each one's default
+    (RDNet takes none)."""
+    norm = {} if norm_layer is None else {"norm_layer": norm_layer}
+    body = family(name, weights=weights, in_chans=in_chans, features_only=True,
+                  memory_efficient=memory_efficient, **norm)
+    return TiramisuSegmenter(backbone=body, num_classes=num_classes, growth_rate=growth_rate,
+                             drop_rate=drop_rate, memory_efficient=memory_efficient, **norm)
+
+
+# Presets: the Tiramisu up path on each family's first member. ``num_classes`` is a parameter of its own
+# (the CLI links the data module's into it); the other options are typed keywords (PEP 692), so a typo
+# fails when a YAML config is parsed.
 @register_model
 def tiramisu_rdnet_tiny(
-    *, num_classes: int = 11, weights: WeightsArg = None, in_chans: int = 3, growth_rate: int = 16,
-    drop_rate: float = 0.2, memory_efficient: bool = False,
+    *, num_classes: int = 11, **options: Unpack[FamilyTiramisuOptions]
 ) -> TiramisuSegmenter:
     """Tiramisu up path (dense block on c5, up steps through c4..c2, two to full resolution) on RDNet-T."""
-    body = rdnet("rdnet_tiny", weights=weights, in_chans=in_chans, features_only=True,
-                 memory_efficient=memory_efficient)
-    return _tiramisu(body, num_classes=num_classes, growth_rate=growth_rate, drop_rate=drop_rate,
-                     memory_efficient=memory_efficient)
+    return _tiramisu_on(rdnet, "rdnet_tiny", num_classes=num_classes, **options)
 
 
 @register_model
 def tiramisu_vovnet39(
-    *, num_classes: int = 11, weights: WeightsArg = None, in_chans: int = 3, growth_rate: int = 16,
-    drop_rate: float = 0.2, memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
+    *, num_classes: int = 11, **options: Unpack[FamilyTiramisuNormOptions]
 ) -> TiramisuSegmenter:
     """Tiramisu up path on VoVNet-V2-39 (eSE), skips c4..c1."""
-    body = vovnet("vovnet39", weights=weights, in_chans=in_chans, features_only=True,
-                  memory_efficient=memory_efficient, norm_layer=norm_layer)
-    return _tiramisu(body, num_classes=num_classes, growth_rate=growth_rate, drop_rate=drop_rate,
-                     memory_efficient=memory_efficient, norm_layer=norm_layer)
+    return _tiramisu_on(vovnet, "vovnet39", num_classes=num_classes, **options)
 
 
 @register_model
 def tiramisu_hardnet68(
-    *, num_classes: int = 11, weights: WeightsArg = None, in_chans: int = 3, growth_rate: int = 16,
-    drop_rate: float = 0.2, memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
+    *, num_classes: int = 11, **options: Unpack[FamilyTiramisuNormOptions]
 ) -> TiramisuSegmenter:
     """Tiramisu up path on HarDNet-68, skips c4..c1."""
-    body = hardnet("hardnet68", weights=weights, in_chans=in_chans, features_only=True,
-                   memory_efficient=memory_efficient, norm_layer=norm_layer)
-    return _tiramisu(body, num_classes=num_classes, growth_rate=growth_rate, drop_rate=drop_rate,
-                     memory_efficient=memory_efficient, norm_layer=norm_layer)
+    return _tiramisu_on(hardnet, "hardnet68", num_classes=num_classes, **options)

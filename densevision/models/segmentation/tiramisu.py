@@ -12,41 +12,20 @@ Both return logits of the input's size for any H x W at least the network's tota
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from torch import Tensor, nn
 
 from densevision.models.backbones.densenet import fcdensenet_encoder, imagenet_densenet
 from densevision.models.layers import DenseBlock, NormLayer
 from densevision.models.registry import register_model
-from densevision.models.segmentation.decoder import TiramisuDecoder, num_up_steps, resize_logits
+from densevision.models.segmentation.base import SegmentationModel, backbone_input, kaiming_init
+from densevision.models.segmentation.decoder import TiramisuDecoder, num_up_steps
 
 
-def _check_input(model: nn.Module, x: Tensor, in_chans: int | None, min_size: int) -> None:
-    if x.dim() != 4 or (in_chans is not None and x.shape[1] != in_chans):
-        chans = in_chans if in_chans is not None else "C"
-        raise ValueError(
-            f"{type(model).__name__} expects images of shape (N, {chans}, H, W), got {tuple(x.shape)}; "
-            "set in_chans to your images' channel count"
-        )
-    if min(x.shape[-2:]) < min_size:
-        raise ValueError(
-            f"{type(model).__name__}: input {tuple(x.shape[-2:])} is smaller than the network's total "
-            f"stride; H and W must be at least {min_size}"
-        )
-
-
-def _kaiming_init(*modules: nn.Module) -> None:
-    for module in modules:
-        for m in module.modules():
-            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-                nn.init.kaiming_normal_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-
-class FCDenseNet(nn.Module):
+class FCDenseNet(SegmentationModel):
     """FC-DenseNet: DenseNet down path, dense-block bottleneck, Tiramisu up path, 1x1 classifier.
 
     ``stem_stride=2`` is a CPU-budget option: the 3x3 stem conv gets stride 2, every block runs at half the
@@ -86,11 +65,9 @@ class FCDenseNet(nn.Module):
         memory_efficient: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes=num_classes)
         down_blocks = tuple(down_blocks)
         up_blocks = down_blocks[::-1] if up_blocks is None else tuple(up_blocks)
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if not down_blocks or len(up_blocks) != len(down_blocks):
             raise ValueError(
                 f"down_blocks must be non-empty and up_blocks (one per down block) as long; got "
@@ -119,21 +96,22 @@ class FCDenseNet(nn.Module):
             norm_layer=norm_layer,
         )
         self.classifier = nn.Conv2d(self.decoder.out_channels, num_classes, kernel_size=1)
-        _kaiming_init(self.decoder, self.classifier)
-        self.num_classes = num_classes
+        kaiming_init(self.decoder, self.classifier)
         self.in_chans = in_chans
         self.min_input_size = self.encoder.min_input_size
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, in_chans, H, W) images -> (N, num_classes, H, W) logits."""
-        _check_input(self, x, self.in_chans, self.min_input_size)
-        features = self.encoder(x)
+    def encode(self, x: Tensor) -> dict[str, Tensor]:
+        """(N, in_chans, H, W) -> the down path's features, the bottleneck block's output last."""
+        return self.encoder(x)
+
+    def decode(self, features: Mapping[str, Tensor], image_size: Sequence[int]) -> Tensor:
+        """The bottleneck's new maps up through every skip: (N, decoder.out_channels, ~H / stem_stride,
+        ~W / stem_stride)."""
         deepest = features[self.encoder.feature_info[-1].name]
-        out = self.decoder(deepest[:, -self.bottleneck_channels :], features, x.shape[-2:])
-        return resize_logits(self.classifier(out), x.shape[-2:])
+        return self.decoder(deepest[:, -self.bottleneck_channels :], features, image_size)
 
 
-class TiramisuSegmenter(nn.Module):
+class TiramisuSegmenter(SegmentationModel):
     """Tiramisu up path on a DenseNet feature extractor: dense block on the deepest feature, then up steps
     through every shallower feature and on to full resolution, 1x1 classifier.
 
@@ -164,9 +142,7 @@ class TiramisuSegmenter(nn.Module):
         memory_efficient: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        super().__init__(num_classes=num_classes)
         info = tuple(backbone.feature_info)
         num_layers = 1 + num_up_steps(info)
         decoder_layers = (4,) * num_layers if decoder_layers is None else tuple(decoder_layers)
@@ -192,24 +168,18 @@ class TiramisuSegmenter(nn.Module):
             norm_layer=norm_layer,
         )
         self.classifier = nn.Conv2d(self.decoder.out_channels, num_classes, kernel_size=1)
-        _kaiming_init(self.bottleneck, self.decoder, self.classifier)
-        self.num_classes = num_classes
-        self.in_chans: int | None = getattr(backbone, "in_chans", None)
-        self.min_input_size: int = getattr(backbone, "min_input_size", info[-1].stride)
+        kaiming_init(self.bottleneck, self.decoder, self.classifier)
+        self.in_chans, self.min_input_size = backbone_input(backbone)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, in_chans, H, W) images -> (N, num_classes, H, W) logits."""
-        _check_input(self, x, self.in_chans, self.min_input_size)
-        features = self.backbone(x)
+    def encode(self, x: Tensor) -> dict[str, Tensor]:
+        """(N, C_in, H, W) -> the backbone's features."""
+        return self.backbone(x)
+
+    def decode(self, features: Mapping[str, Tensor], image_size: Sequence[int]) -> Tensor:
+        """A dense block on the deepest feature, then its new maps up through every skip to full
+        resolution: (N, decoder.out_channels, H, W)."""
         deepest = self.bottleneck(features[self.deepest])
-        out = self.decoder(deepest[:, -self.bottleneck_channels :], features, x.shape[-2:])
-        return resize_logits(self.classifier(out), x.shape[-2:])
-
-
-def _fcdensenet(growth_rate: int, blocks: Sequence[int], bottleneck_layers: int, **options) -> FCDenseNet:
-    return FCDenseNet(
-        growth_rate=growth_rate, down_blocks=blocks, bottleneck_layers=bottleneck_layers, **options
-    )
+        return self.decoder(deepest[:, -self.bottleneck_channels :], features, image_size)
 
 
 def tiramisu_densenet(
@@ -248,65 +218,89 @@ def tiramisu_densenet(
     )
 
 
-# Presets pass their own keyword arguments on (``locals()`` holds exactly the parameters at that point),
-# so a YAML typo fails when parsed.
+class FCDenseNetOptions(TypedDict, total=False):
+    """The options an ``fcdensenet*`` preset passes on to ``FCDenseNet`` (defaults there)."""
+
+    in_chans: int
+    drop_rate: float
+    stem_stride: int
+    memory_efficient: bool
+    norm_layer: NormLayer
+
+
+class TiramisuDenseNetOptions(TypedDict, total=False):
+    """The options a ``tiramisu_densenet*`` preset passes on to ``tiramisu_densenet`` (defaults there)."""
+
+    weights: str | Path | None
+    in_chans: int
+    decoder_layers: Sequence[int] | None
+    growth_rate: int
+    drop_rate: float
+    memory_efficient: bool
+    norm_layer: NormLayer
+
+
+# Presets: ``num_classes`` is a parameter of its own (the CLI links the data module's into it); the other
+# options are typed keywords (PEP 692), so a typo fails when a YAML config is parsed.
 @register_model
-def fcdensenet56(
-    *, num_classes: int = 11, in_chans: int = 3, drop_rate: float = 0.2, stem_stride: int = 1,
-    memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-) -> FCDenseNet:
+def fcdensenet56(*, num_classes: int = 11, **options: Unpack[FCDenseNetOptions]) -> FCDenseNet:
     """FC-DenseNet56: k=12, 5 down and 5 up blocks of 4 layers, 4-layer bottleneck; 1,375,019 parameters
     with 11 classes (paper: 1.5M)."""
-    return _fcdensenet(12, (4,) * 5, 4, **locals())
+    return FCDenseNet(num_classes=num_classes, growth_rate=12, down_blocks=(4,) * 5, bottleneck_layers=4,
+                      **options)
 
 
 @register_model
-def fcdensenet67(
-    *, num_classes: int = 11, in_chans: int = 3, drop_rate: float = 0.2, stem_stride: int = 1,
-    memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-) -> FCDenseNet:
+def fcdensenet67(*, num_classes: int = 11, **options: Unpack[FCDenseNetOptions]) -> FCDenseNet:
     """FC-DenseNet67: k=16, 5 down and 5 up blocks of 5 layers, 5-layer bottleneck; 3,460,475 parameters
     with 11 classes (paper: 3.5M)."""
-    return _fcdensenet(16, (5,) * 5, 5, **locals())
+    return FCDenseNet(num_classes=num_classes, growth_rate=16, down_blocks=(5,) * 5, bottleneck_layers=5,
+                      **options)
 
 
 @register_model
-def fcdensenet103(
-    *, num_classes: int = 11, in_chans: int = 3, drop_rate: float = 0.2, stem_stride: int = 1,
-    memory_efficient: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-) -> FCDenseNet:
+def fcdensenet103(*, num_classes: int = 11, **options: Unpack[FCDenseNetOptions]) -> FCDenseNet:
     """FC-DenseNet103: k=16, down (4, 5, 7, 10, 12), 15-layer bottleneck, up (12, 10, 7, 5, 4);
     9,318,075 parameters with 11 classes (paper: 9.4M)."""
-    return _fcdensenet(16, (4, 5, 7, 10, 12), 15, **locals())
+    return FCDenseNet(num_classes=num_classes, growth_rate=16, down_blocks=(4, 5, 7, 10, 12),
+                      bottleneck_layers=15, **options)
 
 
-def _register_tiramisu_preset(depth: int) -> None:
-    """Register ``tiramisu_densenet<depth>``: ``tiramisu_densenet("densenet<depth>", ...)`` as a module-level
-    function with explicit keyword arguments (a YAML ``class_path`` target; typos fail when parsed)."""
-
-    def preset(
-        *,
-        num_classes: int = 11,
-        weights: str | Path | None = None,
-        in_chans: int = 3,
-        decoder_layers: Sequence[int] | None = None,
-        growth_rate: int = 16,
-        drop_rate: float = 0.2,
-        memory_efficient: bool = False,
-        norm_layer: NormLayer = nn.BatchNorm2d,
-    ) -> TiramisuSegmenter:
-        return tiramisu_densenet(
-            f"densenet{depth}", num_classes=num_classes, weights=weights, in_chans=in_chans,
-            decoder_layers=decoder_layers, growth_rate=growth_rate, drop_rate=drop_rate,
-            memory_efficient=memory_efficient, norm_layer=norm_layer,
-        )  # fmt: skip
-
-    preset.__name__ = preset.__qualname__ = f"tiramisu_densenet{depth}"
-    preset.__doc__ = (
-        f"Tiramisu up path on DenseNet-{depth}; ``weights``: a local ImageNet state dict for the backbone."
-    )
-    globals()[preset.__name__] = register_model(preset)
+@register_model
+def tiramisu_densenet121(
+    *, num_classes: int = 11, **options: Unpack[TiramisuDenseNetOptions]
+) -> TiramisuSegmenter:
+    """Tiramisu up path on DenseNet-121; ``weights``: a local ImageNet state dict for the backbone."""
+    return tiramisu_densenet("densenet121", num_classes=num_classes, **options)
 
 
-for _depth in (121, 161, 169, 201, 264):
-    _register_tiramisu_preset(_depth)
+@register_model
+def tiramisu_densenet161(
+    *, num_classes: int = 11, **options: Unpack[TiramisuDenseNetOptions]
+) -> TiramisuSegmenter:
+    """Tiramisu up path on DenseNet-161; ``weights``: a local ImageNet state dict for the backbone."""
+    return tiramisu_densenet("densenet161", num_classes=num_classes, **options)
+
+
+@register_model
+def tiramisu_densenet169(
+    *, num_classes: int = 11, **options: Unpack[TiramisuDenseNetOptions]
+) -> TiramisuSegmenter:
+    """Tiramisu up path on DenseNet-169; ``weights``: a local ImageNet state dict for the backbone."""
+    return tiramisu_densenet("densenet169", num_classes=num_classes, **options)
+
+
+@register_model
+def tiramisu_densenet201(
+    *, num_classes: int = 11, **options: Unpack[TiramisuDenseNetOptions]
+) -> TiramisuSegmenter:
+    """Tiramisu up path on DenseNet-201; ``weights``: a local ImageNet state dict for the backbone."""
+    return tiramisu_densenet("densenet201", num_classes=num_classes, **options)
+
+
+@register_model
+def tiramisu_densenet264(
+    *, num_classes: int = 11, **options: Unpack[TiramisuDenseNetOptions]
+) -> TiramisuSegmenter:
+    """Tiramisu up path on DenseNet-264; ``weights``: a local ImageNet state dict for the backbone."""
+    return tiramisu_densenet("densenet264", num_classes=num_classes, **options)
