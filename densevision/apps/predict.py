@@ -29,8 +29,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from densevision.apps.inference_args import add_inference_arguments
 from densevision.datasets.image_io import check_writable, find_images
-from densevision.inference.optimize import add_inference_arguments
 from densevision.inference.predict import predict
 from densevision.tasks.checkpoints import load_task
 
