@@ -38,7 +38,8 @@ def _add_common(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (median ratio)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and one round: a smoke run")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--compile", action="store_true", help="torch.compile the optimised inference path")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the optimised inference path (deprecated: no faster measured)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", type=Path, default=None, help="also write the tables to this JSON file")
     if name not in ("depth", "family"):
@@ -72,8 +73,9 @@ def _add_deploy(p: argparse.ArgumentParser) -> None:
                    help="also write the results page (e.g. docs/results/deployment.md)")
     p.add_argument("--calibration-images", type=int, default=16,
                    help="random-weight int8 calibration batches for OpenVINO int8 (0: skip int8)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time optimize_for_inference(compile=True) (inductor, freezing; minutes)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time optimize_for_inference(compile=True) (inductor, freezing; deprecated: "
+                   "minutes of compiling per model)")
     p.add_argument("--camvid-frames", type=Path, default=None,
                    help="a folder of CamVid frames: also time densevision predict end to end per backend")
     p.add_argument("--predict-model", type=Path, default=None,

@@ -19,5 +19,5 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--compile", action="store_true",
-        help="torch.compile with inductor's freezing (first call takes minutes)",
+        help="deprecated: torch.compile with inductor's freezing (minutes to compile, no faster measured)",
     )

@@ -234,7 +234,7 @@ def predict_throughput(
 
 def run_deploy(
     models: list[str], *, repeats: int = 5, threads: int = 2, calibration_images: int = 16,
-    compile: bool = True, quick: bool = False, camvid_frames: Path | None = None,
+    compile: bool = False, quick: bool = False, camvid_frames: Path | None = None,
     predict_model: Path | None = None,
 ) -> dict[str, object]:
     """Every model's table, printed and returned with the CPU, versions, date and command.
