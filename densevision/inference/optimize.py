@@ -6,8 +6,8 @@ and each bottleneck's ``conv1 -> norm2``; the pre-activation BNs before a conv c
 sits between), channels-last weights and inputs (oneDNN's native layout: no reorders per conv),
 bfloat16 autocast where the CPU multiplies bf16 natively (AMX / AVX512-BF16), and optionally
 ``torch.compile`` (inductor with freezing; deprecated: measured no faster). The result returns float32
-outputs shaped exactly like the original's. Torchvision detectors keep their list-of-images interface; their backbone alone runs in bf16
-(``_DetectorBackbone`` says why).
+outputs shaped exactly like the original's. Torchvision detectors keep their list-of-images interface;
+their backbone alone runs in bf16 (``_DetectorBackbone`` says why).
 
 It is the one inference path of the tools: ``densevision predict``, ``extract`` and ``benchmark`` all run
 through it (``--no-optimize`` turns it off in the first two; their switches are in
