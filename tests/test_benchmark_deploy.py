@@ -57,6 +57,7 @@ def test_deploy_table_has_every_runtime_and_agrees_with_the_baseline(tmp_path, m
     text = page.read_text()
     assert report["cpu"]["model_name"] in text and "## tinyseg, batch 1, 64x96" in text
     assert "Which backend on which CPU" in text and "| openvino int8 (load_backend) |" in text
+    assert "tinyseg: fastest with >= 99 % agreement is **" in text
     assert "tinyseg, batch 1, 64x96, 1 threads" in capsys.readouterr().out
 
 
