@@ -10,7 +10,12 @@ import torch
 import torchvision
 
 from densevision.apps import benchmark
-from densevision.apps.benchmark import agreement, camvid_batch, main, peak_allocated_bytes
+from densevision.apps.benchmark import main
+from densevision.benchmarks import builders, memory
+from densevision.benchmarks.agreement import agreement, camvid_batch
+from densevision.benchmarks.backbone import run_backbone
+from densevision.benchmarks.memory import peak_allocated_bytes
+from densevision.benchmarks.timing import _fmt
 from densevision.models.backbones.densenet import DenseNet, cifar_densenet
 from densevision.models.segmentation.tiramisu import FCDenseNet
 
@@ -28,7 +33,7 @@ def _tiny_pair(source: str, name: str, memory_efficient: bool = False, **_: obje
 
 
 def test_backbone_quick_runs_end_to_end(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(benchmark, "build_model", _tiny_pair)
+    monkeypatch.setattr(builders, "build_model", _tiny_pair)
     out = tmp_path / "bench.json"
     assert main(["backbone", "--quick", "--no-memory", "--camvid", "none", "--json", str(out)]) == 0
     tables = json.loads(out.read_text())
@@ -42,10 +47,10 @@ def test_backbone_quick_runs_end_to_end(tmp_path, capsys, monkeypatch):
 
 
 def test_backbone_memory_columns(monkeypatch):
-    monkeypatch.setattr(benchmark, "build_model", _tiny_pair)
+    monkeypatch.setattr(builders, "build_model", _tiny_pair)
     # In-process, so the tiny models reach the measurement; the subprocess route is tested by the depth run.
-    monkeypatch.setattr(benchmark, "peak_train_memory_mib", benchmark.measure_train_memory)
-    tables = benchmark.run_backbone(benchmark._parser().parse_args(
+    monkeypatch.setattr(memory, "peak_train_memory_mib", memory.measure_train_memory)
+    tables = run_backbone(benchmark._parser().parse_args(
         ["backbone", "--batch-size", "2", "--image-size", "32", "--repeats", "1", "--camvid", "none"]))
     for row in tables["training"]:
         assert row["act_peak_mib"] > 0 and row["rss_mib"] >= 0
@@ -75,7 +80,7 @@ def test_measured_step_frees_nothing_allocated_before_it(capfd):
     for memory_efficient in (False, True):
         spec = {"source": "densevision", "name": "densenet_bc", "memory_efficient": memory_efficient,
                 "depth": 10, "growth": 4}
-        assert benchmark.measure_train_memory(spec, batch_size=2, image_size=16)["act_peak_mib"] > 0
+        assert memory.measure_train_memory(spec, batch_size=2, image_size=16)["act_peak_mib"] > 0
         assert "unknown size" not in capfd.readouterr().err
     held = [torch.ones(1024)]
     time.sleep(1.1)  # torch warns at most once a second
@@ -117,7 +122,7 @@ def _tiny_segmenter(source: str, name: str, memory_efficient: bool = False, **_:
 
 @pytest.mark.parametrize("data", ["random", "camvid"])
 def test_models_state_segmentation_agreement(tmp_path, capsys, monkeypatch, request, data):
-    monkeypatch.setattr(benchmark, "build_model", _tiny_segmenter)
+    monkeypatch.setattr(builders, "build_model", _tiny_segmenter)
     camvid = str(request.getfixturevalue("shared_data") / "camvid") if data == "camvid" else "none"
     out = tmp_path / "bench.json"
     assert main(["models", "--quick", "--no-memory", "--models", "tiny", "--camvid", camvid,
@@ -141,12 +146,12 @@ def test_models_state_segmentation_agreement(tmp_path, capsys, monkeypatch, requ
 
 def _tiny_segmenter_or_reference(source: str, name: str, memory_efficient: bool = False, **_: object):
     model = _tiny_segmenter(source, name, memory_efficient)
-    return benchmark.ReferenceModel(model) if source == "reference" else model
+    return builders.ReferenceModel(model) if source == "reference" else model
 
 
 def test_models_memory_columns_against_the_module_path(tmp_path, monkeypatch):
-    monkeypatch.setattr(benchmark, "build_model", _tiny_segmenter_or_reference)
-    monkeypatch.setattr(benchmark, "peak_train_memory_mib", benchmark.measure_train_memory)  # in-process
+    monkeypatch.setattr(builders, "build_model", _tiny_segmenter_or_reference)
+    monkeypatch.setattr(memory, "peak_train_memory_mib", memory.measure_train_memory)  # in-process
     out = tmp_path / "bench.json"
     main(["models", "--quick", "--models", "tiny", "--camvid", "none", "--json", str(out)])
     (row,) = json.loads(out.read_text())["models"]
@@ -164,7 +169,7 @@ def test_agreement_of_label_maps():
     assert row["pixel_agree"] == pytest.approx(3 / 4)
     assert row["miou_vs_fp32"] == pytest.approx((1 / 2 + 2 / 3) / 2)
     assert row["max_abs_diff"] == 1
-    assert benchmark._fmt(1.24e-5) == "1.2e-05" and benchmark._fmt(0.0) == "0.000"
+    assert _fmt(1.24e-5) == "1.2e-05" and _fmt(0.0) == "0.000"
     logits = torch.tensor([[0.1, 0.9], [0.8, 0.2]])
     assert agreement(logits, torch.tensor([[0.0, 1.0], [0.0, 1.0]]), (2, 2))["top1_agree"] == 0.5
 
@@ -181,7 +186,7 @@ def test_missing_camvid_folder_is_a_clear_error(tmp_path):
 
 
 def test_models_take_a_non_square_size(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(benchmark, "build_model", _tiny_segmenter)
+    monkeypatch.setattr(builders, "build_model", _tiny_segmenter)
     assert main(["models", "--quick", "--no-memory", "--models", "tiny", "--camvid", "none",
                  "--image-size", "32", "--width", "48"]) == 0
     out = capsys.readouterr().out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 import pytest
@@ -15,7 +14,6 @@ from densevision import optimize_for_inference
 from densevision.inference import optimize as inference
 from densevision.inference.optimize import (
     InferenceModel,
-    add_inference_arguments,
     fold_batchnorms,
     inference_path,
 )
@@ -144,11 +142,3 @@ def test_inference_path_switches(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="densevision"):
         assert inference_path(model, bf16=True).bf16
     assert "no AMX / AVX512-BF16: bfloat16 autocast is emulated" in caplog.text
-
-
-def test_inference_arguments():
-    parser = argparse.ArgumentParser()
-    add_inference_arguments(parser)
-    assert vars(parser.parse_args([])) == {"optimize": True, "bf16": None, "compile": False}
-    args = parser.parse_args(["--no-optimize", "--no-bf16", "--compile"])
-    assert (args.optimize, args.bf16, args.compile) == (False, False, True)

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
+from densevision.apps.inference_args import add_inference_arguments
 from densevision.datasets.image_io import check_writable, find_images
 from densevision.inference.features import build_backbone, extract_features, save_features
-from densevision.inference.optimize import add_inference_arguments, inference_path
+from densevision.inference.optimize import inference_path
 from densevision.log import get_logger
 
 log = get_logger(__name__)

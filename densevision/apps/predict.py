@@ -41,10 +41,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from densevision.apps.inference_args import add_inference_arguments
 from densevision.datasets.image_io import check_writable, find_images
 from densevision.inference.backends import BACKENDS, load_backend
 from densevision.inference.model_folder import check_backend, load_model, preprocessing_of, read_metadata
-from densevision.inference.optimize import add_inference_arguments
 from densevision.inference.predict import check_fresh_output, predict
 from densevision.inference.preprocessing import Preprocessing
 from densevision.tasks.checkpoints import load_task
