@@ -12,6 +12,7 @@ import torch
 
 from densevision.inference import backends, optimize
 from densevision.inference.backends import MissingBackendError, load_backend, torch_backend
+from densevision.inference.model_folder import ModelFolderError, write_metadata
 from densevision.inference.quantize import quantize_openvino_int8
 from densevision.models.segmentation.tiramisu import FCDenseNet
 
@@ -36,6 +37,7 @@ def exported(tmp_path_factory):
                       output_names=["logits"], opset_version=17, dynamo=False)
     # compress_to_fp16=False: fp16 weights would move the outputs by ~1e-3, more than the fp32 check allows
     ov.save_model(ov.convert_model(folder / "model.onnx"), folder / "model.xml", compress_to_fp16=False)
+    write_metadata(folder, {"format": "onnx", "task": "segmentation"})  # OpenVINO reads model.xml beside it
     return model, folder
 
 
@@ -119,13 +121,14 @@ def test_refusals_name_the_problem_and_the_fix(exported, tmp_path):
         load_backend(folder, "tensorrt")
     with pytest.raises(ValueError, match="onnxruntime backend runs precision fp32, got 'bf16'; use --back"):
         load_backend(folder, "onnxruntime", precision="bf16")
-    with pytest.raises(FileNotFoundError, match="no such export folder"):
+    with pytest.raises(ModelFolderError, match="nope is not a folder: --model takes a folder written by"):
         load_backend(tmp_path / "nope", "openvino")
     (tmp_path / "model.onnx").write_bytes((folder / "model.onnx").read_bytes())
+    write_metadata(tmp_path, {"format": "onnx", "task": "segmentation"})
     with pytest.raises(FileNotFoundError, match=r"no model_int8.xml for the openvino backend "
                        r".*holds model.onnx\): export it with --int8"):
         load_backend(tmp_path, "openvino", precision="int8")
-    with pytest.raises(FileNotFoundError, match="no model.safetensors for the torch backend"):
+    with pytest.raises(ModelFolderError, match="holds a onnx model, which --backend torch does not run"):
         load_backend(tmp_path, "torch", precision="fp32")
 
 

@@ -36,8 +36,10 @@ from torch import nn
 from densevision.benchmarks import builders
 from densevision.benchmarks.timing import Row, interleaved_times, print_table
 from densevision.inference.backends import (
+    ONNX_FILE,
     MissingBackendError,
-    load_backend,
+    onnxruntime_backend,
+    openvino_backend,
     require,
 )
 from densevision.inference.optimize import cpu_has_fast_bf16, optimize_for_inference
@@ -148,7 +150,7 @@ def _candidates(
         print(f"skipping the runtimes: {error}")
         return fns
     try:
-        ort_run = load_backend(folder, "onnxruntime", precision="fp32", threads=threads)
+        ort_run = onnxruntime_backend(folder / ONNX_FILE, threads=threads)
         fns["onnxruntime fp32 (load_backend)"] = lambda: ort_run(xn)
     except MissingBackendError as error:
         print(f"skipping ONNX Runtime: {error}")
@@ -162,9 +164,9 @@ def _candidates(
                                subset_size=calibration_images)
         precisions.append("int8")
     for precision in precisions:
-        backend = load_backend(folder, "openvino", precision=precision, threads=threads)
         hint = "f32" if precision == "fp32" or (precision == "int8" and not bf16) else "bf16"
         xml = folder / ("model_int8.xml" if precision == "int8" else "model.xml")
+        backend = openvino_backend(xml, precision=precision, threads=threads)
         raw = _raw_openvino(xml, hint, threads)
         fns[f"openvino {precision} (raw)"] = lambda raw=raw: raw(xn)
         fns[f"openvino {precision} (load_backend)"] = lambda backend=backend: backend(xn)

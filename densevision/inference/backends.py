@@ -132,8 +132,11 @@ def load_backend(
         FileNotFoundError: the folder or the backend's model file is missing.
         MissingBackendError: the runtime is not installed (an ``ImportError``).
     """
+    from densevision.inference.model_folder import check_backend, read_metadata
+
     folder = Path(folder)
     precision = resolve_precision(backend, precision)
+    check_backend(folder, read_metadata(folder), backend)  # the files are checked against their hashes
     path = _model_file(folder, backend, precision)
     if backend == "openvino":
         return openvino_backend(path, precision=precision, threads=threads)
