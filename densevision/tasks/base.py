@@ -6,12 +6,10 @@ import inspect
 
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-
-# LightningCLI hands a task its parsed config through this (as LightningCLI itself imports it).
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn, optim
 
 from densevision.tasks.callbacks import RestoreRngState, SaveOnInterrupt, StopOnNonFiniteLoss
+from densevision.tasks.private_apis import config_given_by_cli
 
 
 class CheckpointMismatchError(ValueError):
@@ -71,7 +69,7 @@ class BaseTask(LightningModule):
         (``densevision.tasks.checkpoints.load_model_checkpoint``).
         """
         frame = inspect.currentframe().f_back  # the subclass's __init__, whose arguments are saved
-        given = _given_hyperparameters.get()  # the CLI's parsed config, when LightningCLI builds the task
+        given = config_given_by_cli()  # what Lightning's save_hyperparameters saves under LightningCLI
         source = given if given is not None else frame.f_locals
         objects = [name for name, value in source.items() if not _is_plain(value)]
         self.save_hyperparameters(ignore=objects, frame=frame)
