@@ -391,7 +391,11 @@ def run_lightning_cli(argv: list[str], *, run: bool = True) -> DenseVisionCLI:
     are built (``cli.trainer``, ``cli.model``, ``cli.datamodule``) for the caller to drive, as the demos do.
     A command that fails removes what it created (``_Undo``).
     """
-    argv = with_resolved_configs(argv)
+    try:
+        argv = with_resolved_configs(argv)
+    except ConfigNotFoundError as err:  # a usage error, reported as the parser reports the others
+        sys.stderr.write(f"error: densevision: {err}\n")
+        sys.exit(2)
     undo = _Undo()
     try:
         return DenseVisionCLI(
