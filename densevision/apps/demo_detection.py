@@ -34,6 +34,19 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
+def ap_summary(metrics: dict[str, float]) -> str:
+    """``AP 0.512, AP50 0.800, ...``; COCO's -1 (no object of that size in the validation set) as n/a."""
+    sizes = {"APs": "small", "APm": "medium", "APl": "large"}
+    parts = []
+    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+        value = metrics.get(key)
+        if value is None:
+            continue
+        shown = f"{value:.3f}" if value >= 0 else f"n/a (no {sizes.get(key, '')} objects)".replace("  ", " ")
+        parts.append(f"{key} {shown}")
+    return ", ".join(parts)
+
+
 def main(argv: list[str]) -> int:
     args, overrides = _parse(argv)
     if not args.config.is_file():
@@ -52,8 +65,7 @@ def main(argv: list[str]) -> int:
     minutes = (time.perf_counter() - start) / 60
     if history:
         best = max(history, key=lambda m: m["AP50"])
-        log.info(f"\ndetection demo: {minutes:.1f} min; best epoch {best['epoch']}: "
-                 + ", ".join(f"{k} {best[k]:.3f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")))
+        log.info(f"\ndetection demo: {minutes:.1f} min; best epoch {best['epoch']}: {ap_summary(best)}")
         verdict = "reached" if best["AP50"] >= TARGET_AP50 else "MISSED"
         log.info(f"target AP50 >= {TARGET_AP50}: {verdict}")
     log.info(f"run folder: {run_dir}\n  metrics per epoch: {history_file}\n"

@@ -76,8 +76,13 @@ class BaseTask(LightningModule):
 
     def configure_callbacks(self):
         """Callbacks every task needs whatever the config says: stop on a non-finite loss; random
-        generators saved in checkpoints and restored on resume; a resumable checkpoint on SIGTERM / SIGINT."""
-        return [StopOnNonFiniteLoss(), RestoreRngState(), SaveOnInterrupt()]
+        generators saved in checkpoints and restored on resume; a resumable checkpoint on SIGTERM / SIGINT.
+
+        Those the trainer already holds (from an earlier ``fit`` of the same trainer, as the demo's
+        ``validate`` after ``fit``) are kept, not replaced, so Lightning has nothing to override."""
+        held = {type(c) for c in self.trainer.callbacks}
+        needed = (StopOnNonFiniteLoss, RestoreRngState, SaveOnInterrupt)
+        return [callback() for callback in needed if callback not in held]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuses a checkpoint of another model in a few lines before Lightning's strict load would print

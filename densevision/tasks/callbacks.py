@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,17 @@ class SaveOnInterrupt(Callback):
 
     def __init__(self) -> None:
         self.hung_up = False
+        self.interrupted_at: int | None = None
         self._previous_hup = None
+
+    def state_dict(self) -> dict:
+        return {"interrupted_at": self.interrupted_at}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict.get("interrupted_at") is not None:
+            # The stop message already said what a resume from inside an epoch does; Lightning would repeat
+            # it as a warning that the results may be unreliable, right after densevision advised the resume.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         hup = getattr(signal, "SIGHUP", None)
@@ -142,13 +153,15 @@ class SaveOnInterrupt(Callback):
             if isinstance(callback, ModelCheckpoint) and callback.save_last:
                 # recorded in the checkpoint, so the resumed run overwrites this file, not last-v1.ckpt
                 callback.last_model_path = str(path)
+        self.interrupted_at = trainer.global_step
         try:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)
         except Exception as err:  # the stop goes on; say why nothing could be saved
             log.error(f"stopped by {which}; could not save {path}: {err}")
             return
         log.warning(
             f"stopped by {which} at epoch {trainer.current_epoch}, global step {trainer.global_step}: "
-            f"saved {path}; resume with --ckpt_path last"
+            f"saved {path}; resume with --ckpt_path last (it continues inside epoch {trainer.current_epoch}, "
+            "whose data it draws anew: close to, not exactly, an uninterrupted run)"
         )
 
