@@ -20,7 +20,8 @@ def test_config_given_by_cli_reads_what_lightning_cli_hands_the_task(tmp_path: P
     cli = run_lightning_cli(
         ["--config", str(CONFIGS / "segmentation" / "demo.yaml"), "--data.init_args.root", str(tmp_path)]
         + ["--trainer.default_root_dir", str(tmp_path / "run"), "--data.init_args.num_train", "2"]
-        + ["--data.init_args.num_val", "1", "--data.init_args.num_test", "1", "--data.init_args.image_size", "32"],
+        + ["--data.init_args.num_val", "1", "--data.init_args.num_test", "1"]
+        + ["--data.init_args.image_size", "32"],
         run=False,
     )
     saved = cli.model.hparams
@@ -28,7 +29,8 @@ def test_config_given_by_cli_reads_what_lightning_cli_hands_the_task(tmp_path: P
     assert saved["_class_path"] == "densevision.tasks.segmentation.SegmentationTask", (
         "Lightning changed: adapt densevision.tasks.private_apis.config_given_by_cli"
     )
-    assert saved["model"]["class_path"].endswith("FCDenseNet") and saved["num_classes"] == cli.datamodule.num_classes
+    assert saved["model"]["class_path"].endswith("FCDenseNet")
+    assert saved["num_classes"] == cli.datamodule.num_classes
 
 
 def test_jsonargparse_still_needs_drop_linked_targets(tmp_path: Path, capsys) -> None:
