@@ -84,14 +84,17 @@ def user_message(err: BaseException) -> str:
     """The sentence of a user error. jsonargparse reports an error raised while building a class from the
     config as a dump of the union of types it tried (``Subtypes: ... Given value: Namespace(...)``); the
     error that caused it, and the class being built, are what the user needs."""
+    message = str(err) or type(err).__name__
+    if "Given value" not in message:
+        return message
     cause = err
     while isinstance(cause.__cause__, USER_ERRORS):
         cause = cause.__cause__
-    message = str(cause) or type(cause).__name__
-    if cause is not err:
-        built = re.search(r"class_path='([\w.]+)'", str(err))
-        message += f" (building {built.group(1).rsplit('.', 1)[-1]} from the config)" if built else ""
-    return message.splitlines()[0] if message.startswith("Does not validate") else message
+    if cause is err:
+        return message.splitlines()[0]
+    built = re.search(r"class_path='([\w.]+)'", message)
+    where = f" (building {built.group(1).rsplit('.', 1)[-1]} from the config)" if built else ""
+    return f"{str(cause) or type(cause).__name__}{where}"
 
 
 def _usage() -> str:

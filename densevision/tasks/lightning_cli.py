@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import zipfile
 from collections.abc import Iterator
 from datetime import datetime
 from importlib.resources import files
@@ -197,6 +198,28 @@ def find_best_checkpoint(run_dir: Path) -> Path:
     return best[0]
 
 
+def check_checkpoint_file(path: Path) -> None:
+    """Refuse, in one sentence, a ``--ckpt_path`` that is missing or that ``torch.load(weights_only=True)``
+    cannot read (not a checkpoint, truncated, or holding objects that are not plain data).
+
+    Raises:
+        FileNotFoundError: no such file.
+        RunFolderError: the file is not a readable checkpoint.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"--ckpt_path {path}: no such file (or pass last / best: the run's own)")
+    try:
+        if not zipfile.is_zipfile(path):  # what torch.save has written since torch 1.6
+            raise ValueError("not a file torch.save wrote")
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunFolderError(
+            f"--ckpt_path {path}: not a checkpoint torch.load(weights_only=True) can read ({reason}); pass a "
+            ".ckpt that `densevision fit` wrote"
+        ) from err
+
+
 class _Undo:
     """What a command creates, removed if it fails: a failed command leaves no folder or stray file.
 
@@ -331,6 +354,8 @@ class DenseVisionCLI(LightningCLI):
             config.ckpt_path = str(find_last_checkpoint(run_dir))
         elif config.get("ckpt_path") == "best":
             config.ckpt_path = str(find_best_checkpoint(run_dir))
+        elif config.get("ckpt_path") is not None:
+            check_checkpoint_file(Path(config.ckpt_path))
 
     def _check_fit_folder(self, run_dir: Path, ckpt_path: str | None) -> None:
         earlier = holds_a_run(run_dir)
