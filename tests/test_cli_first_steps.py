@@ -167,6 +167,7 @@ def test_a_data_module_error_is_one_sentence_and_leaves_no_run_folder(
     debug = densevision(tmp_path, "fit", "--config", "min.yaml", "--data.init_args.augment", "scale_crop",
                         env={"DENSEVISION_DEBUG": "1"})
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+    assert "No seed found" not in debug.stderr  # seeded (with Lightning's own default, 0) without the note
 
 
 def test_shipped_configs_are_listed_copied_and_missing_ones_say_where_they_were_looked_for(
