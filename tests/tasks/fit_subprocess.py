@@ -26,8 +26,9 @@ def fit(
     """``python -m densevision fit --config configs/<config> --config <overlay yaml> *extra`` in
     ``workdir``; one torch thread per process (the test machine has 2 shared cores).
 
-    The child's SIGINT disposition is ``sigint`` whatever this process inherited (a suite started in the
-    background, ``nohup make test &``, runs with SIGINT ignored, which children would inherit)."""
+    The child's SIGINT disposition is ``sigint`` and its SIGHUP the default whatever this process inherited
+    (a suite started in the background, ``nohup make test &``, runs with both ignored, which children
+    would inherit)."""
     overlay_file = workdir / f"overlay_{len(list(workdir.glob('overlay_*.yaml')))}.yaml"
     overlay_file.write_text(yaml.safe_dump(overlay))
     env = {
@@ -50,8 +51,13 @@ def fit(
     ]
     return subprocess.run(
         command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
+        preexec_fn=lambda: _dispositions(sigint),
     )
+
+
+def _dispositions(sigint: signal.Handlers) -> None:
+    signal.signal(signal.SIGINT, sigint)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def last_metrics(run_dir: Path) -> dict[str, float]:

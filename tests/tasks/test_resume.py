@@ -140,7 +140,6 @@ def test_sigint_mid_epoch_saves_a_resumable_checkpoint(tmp_path: Path) -> None:
     resumed = fit("segmentation/demo.yaml", overlay, tmp_path, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from a checkpoint that ended before the epoch ended" not in resumed.stderr
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * EPOCHS
 
 
 def test_sighup_mid_epoch_saves_a_resumable_checkpoint_as_sigterm_does(tmp_path: Path) -> None:
