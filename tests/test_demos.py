@@ -59,3 +59,10 @@ def test_both_demos_write_runs_name_timestamp(tmp_path, monkeypatch):
     assert re.fullmatch(r"\d{8}-\d{6}", run.name)
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "coco_metrics.json").is_file()
     assert (run / "config.yaml").is_file() and len(list((run / "predictions").glob("*.png"))) == 2
+
+
+def test_an_unknown_demo_is_a_usage_error_exit_2(capsys):
+    with pytest.raises(SystemExit) as stop:
+        demos.main(["segmentaton"])
+    assert stop.value.code == 2
+    assert "error: densevision demo: unknown task 'segmentaton'" in capsys.readouterr().err

@@ -60,6 +60,9 @@ def shapes_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def segmentation_data_args(config: str, camvid: Path, tmp_path: Path) -> list[str]:
     if config == "demo.yaml":  # the generated shapes set: smaller and fewer images
         return ["--data.init_args.root", str(tmp_path / "shapes"), "--data.init_args.image_size", "64"]
+    if config == "custom.yaml":  # the own-data template: the user states the label space
+        label_space = ["--data.init_args.num_classes", "11", "--data.init_args.ignore_index", "11"]
+        return ["--data.init_args.root", str(camvid), "--data.init_args.resize", "[64, 80]", *label_space]
     return ["--data.init_args.root", str(camvid), "--data.init_args.resize", "[64, 80]"] + [
         "--data.init_args.crop_size", "[64, 64]"]  # fmt: skip
 

@@ -5,8 +5,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from importlib.resources import files
 from pathlib import Path
+
+from densevision.tasks.lightning_cli import packaged_config
+
+__all__ = ["APPS", "new_run_dir", "packaged_config"]
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 APPS: dict[str, tuple[str, str]] = {
@@ -18,13 +21,8 @@ APPS: dict[str, tuple[str, str]] = {
     "convert": ("densevision.apps.convert", "dataset converters (YOLO txt / mask PNGs -> COCO json)"),
     "infer": ("densevision.apps.predict", "run a trained checkpoint on images (= predict without --config)"),
     "zoo": ("densevision.apps.zoo", "every registered model: parameters, GFLOPs, CPU latency, results"),
+    "configs": ("densevision.apps.configs", "list the shipped configs, or copy one here to edit"),
 }
-
-
-def packaged_config(relative: str) -> Path:
-    """A config shipped inside the package (``densevision/configs/<relative>``; the repository's ``configs/``
-    is a link to that folder), so installed wheels find it too."""
-    return Path(str(files("densevision") / "configs" / relative))
 
 
 def new_run_dir(name: str, parent: str | Path = "runs") -> Path:

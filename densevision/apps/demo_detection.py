@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from densevision.apps import new_run_dir, packaged_config
-from densevision.cli import run_lightning_cli
 from densevision.log import get_logger
+from densevision.tasks.lightning_cli import run_lightning_cli
 
 log = get_logger(__name__)
 
@@ -32,6 +32,19 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
     return parser.parse_known_args(argv)
+
+
+def ap_summary(metrics: dict[str, float]) -> str:
+    """``AP 0.512, AP50 0.800, ...``; COCO's -1 (no object of that size in the validation set) as n/a."""
+    sizes = {"APs": "small", "APm": "medium", "APl": "large"}
+    parts = []
+    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+        value = metrics.get(key)
+        if value is None:
+            continue
+        shown = f"{value:.3f}" if value >= 0 else f"n/a (no {sizes.get(key, '')} objects)".replace("  ", " ")
+        parts.append(f"{key} {shown}")
+    return ", ".join(parts)
 
 
 def main(argv: list[str]) -> int:
@@ -52,8 +65,7 @@ def main(argv: list[str]) -> int:
     minutes = (time.perf_counter() - start) / 60
     if history:
         best = max(history, key=lambda m: m["AP50"])
-        log.info(f"\ndetection demo: {minutes:.1f} min; best epoch {best['epoch']}: "
-                 + ", ".join(f"{k} {best[k]:.3f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")))
+        log.info(f"\ndetection demo: {minutes:.1f} min; best epoch {best['epoch']}: {ap_summary(best)}")
         verdict = "reached" if best["AP50"] >= TARGET_AP50 else "MISSED"
         log.info(f"target AP50 >= {TARGET_AP50}: {verdict}")
     log.info(f"run folder: {run_dir}\n  metrics per epoch: {history_file}\n"

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from densevision.apps import new_run_dir, packaged_config
-from densevision.cli import run_lightning_cli
 from densevision.log import get_logger
+from densevision.tasks.lightning_cli import run_lightning_cli
 
 log = get_logger(__name__)
 

@@ -59,4 +59,6 @@ def detection_train_transforms(
 
 def detection_eval_transforms(image_size: int | None = None) -> A.Compose:
     """Deterministic: letterbox to ``image_size`` or, with None, the image as read."""
-    return A.Compose(letterbox(image_size) if image_size is not None else [], bbox_params=_bbox_params(0.0))
+    # NoOp: a Compose with box parameters but no transform warns "Got processor for bboxes" on every run
+    steps = letterbox(image_size) if image_size is not None else [A.NoOp()]
+    return A.Compose(steps, bbox_params=_bbox_params(0.0))

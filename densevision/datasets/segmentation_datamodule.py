@@ -91,7 +91,8 @@ class SegmentationDataModule(LightningDataModule):
         colors: one RGB colour per class for pictures (default: generated).
         batch_size: training batch size (evaluation uses the same).
         num_workers: DataLoader worker processes.
-        augment: training augmentation preset (``densevision.datasets.transforms``).
+        augment: training augmentation preset (``densevision.datasets.transforms``); the default, ``flip``,
+            needs no other setting; the ``scale_crop*`` presets need ``crop_size``.
         crop_size: (height, width) of training crops for the ``scale_crop*`` presets.
         scale_range: random scale range of the ``scale_crop*`` presets.
         resize: (height, width) every image is resized to first (e.g. a reduced CPU resolution); None = as
@@ -130,7 +131,7 @@ class SegmentationDataModule(LightningDataModule):
         colors: Sequence[Color] | None = None,
         batch_size: int = 4,
         num_workers: int = 0,
-        augment: AugmentPreset = "scale_crop_color",
+        augment: AugmentPreset = "flip",
         crop_size: tuple[int, int] | None = None,
         scale_range: tuple[float, float] = (0.75, 1.5),
         resize: tuple[int, int] | None = None,
@@ -274,7 +275,8 @@ class CamVidDataModule(SegmentationDataModule):
     (224x224 random crops, flips, batch 3). Its val split is all sequence 0016E5, which also gives 204 of
     the 367 training frames; ``holdout_sequence="0006R0"`` scores on a sequence training never saw.
 
-    Args: as :class:`SegmentationDataModule`, without the label space (fixed by CamVid).
+    Args: as :class:`SegmentationDataModule`, without the label space (fixed by CamVid); ``test_split``
+        names the folder ``densevision test`` scores (``val`` where a copy has no ``test``).
     """
 
     def __init__(
@@ -289,6 +291,7 @@ class CamVidDataModule(SegmentationDataModule):
         resize: tuple[int, int] | None = None,
         class_weighting: ClassWeighting = "none",
         skip_bad: bool = False,
+        test_split: str = "test",
         predict_split: str = "val",
         holdout_sequence: str | None = None,
         holdout_split: HoldoutSplit = "val",
@@ -309,6 +312,7 @@ class CamVidDataModule(SegmentationDataModule):
             resize=resize,
             class_weighting=class_weighting,
             skip_bad=skip_bad,
+            test_split=test_split,
             predict_split=predict_split,
             holdout_sequence=holdout_sequence,
             holdout_split=holdout_split,

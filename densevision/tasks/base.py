@@ -6,12 +6,10 @@ import inspect
 
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-
-# LightningCLI hands a task its parsed config through this (as LightningCLI itself imports it).
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn, optim
 
 from densevision.tasks.callbacks import RestoreRngState, SaveOnInterrupt, StopOnNonFiniteLoss
+from densevision.tasks.private_apis import config_given_by_cli
 
 
 class CheckpointMismatchError(ValueError):
@@ -71,15 +69,20 @@ class BaseTask(LightningModule):
         (``densevision.tasks.checkpoints.load_model_checkpoint``).
         """
         frame = inspect.currentframe().f_back  # the subclass's __init__, whose arguments are saved
-        given = _given_hyperparameters.get()  # the CLI's parsed config, when LightningCLI builds the task
+        given = config_given_by_cli()  # what Lightning's save_hyperparameters saves under LightningCLI
         source = given if given is not None else frame.f_locals
         objects = [name for name, value in source.items() if not _is_plain(value)]
         self.save_hyperparameters(ignore=objects, frame=frame)
 
     def configure_callbacks(self):
         """Callbacks every task needs whatever the config says: stop on a non-finite loss; random
-        generators saved in checkpoints and restored on resume; a resumable checkpoint on SIGTERM / SIGINT."""
-        return [StopOnNonFiniteLoss(), RestoreRngState(), SaveOnInterrupt()]
+        generators saved in checkpoints and restored on resume; a resumable checkpoint on SIGTERM / SIGINT.
+
+        Those the trainer already holds (from an earlier ``fit`` of the same trainer, as the demo's
+        ``validate`` after ``fit``) are kept, not replaced, so Lightning has nothing to override."""
+        held = {type(c) for c in self.trainer.callbacks}
+        needed = (StopOnNonFiniteLoss, RestoreRngState, SaveOnInterrupt)
+        return [callback() for callback in needed if callback not in held]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuses a checkpoint of another model in a few lines before Lightning's strict load would print

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +99,43 @@ class SaveOnInterrupt(Callback):
     0 before any checkpoint); here it stops after the current training batch, and ``on_exception``
     writes the checkpoint for both signals. ``densevision.cli`` turns the exit into status 143 (SIGTERM);
     Lightning exits 1 after a KeyboardInterrupt.
+
+    SIGHUP (the terminal closed) is handled as SIGTERM during ``fit``, unless the process started with it
+    ignored (``nohup``): then it stays ignored, as asked. Likewise a SIGINT that the process inherited as
+    ignored (a job started in the background by a shell without job control, ``cmd &`` in a script) stays
+    ignored: such a job is meant to outlive a Ctrl+C typed at the terminal; stop it with SIGTERM
+    (``kill PID``), which always saves ``last.ckpt``.
     """
+
+    def __init__(self) -> None:
+        self.hung_up = False
+        self.interrupted_at: int | None = None
+        self._previous_hup = None
+
+    def state_dict(self) -> dict:
+        return {"interrupted_at": self.interrupted_at}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict.get("interrupted_at") is not None:
+            # The stop message already said what a resume from inside an epoch does; Lightning would repeat
+            # it as a warning that the results may be unreliable, right after densevision advised the resume.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        hup = getattr(signal, "SIGHUP", None)
+        if stage != "fit" or hup is None or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(hup) is signal.SIG_DFL:
+            self._previous_hup = signal.signal(hup, self._hang_up)
+
+    def _hang_up(self, signum: int, frame) -> None:
+        self.hung_up = True
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's SIGTERM handling takes it from here
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._previous_hup is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, self._previous_hup)
+            self._previous_hup = None
 
     def on_train_batch_end(self, trainer: Trainer, *args) -> None:
         if trainer.received_sigterm:
@@ -107,18 +147,21 @@ class SaveOnInterrupt(Callback):
         if trainer.state.fn != TrainerFn.FITTING:
             return
         which = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT (KeyboardInterrupt)"
+        which = "SIGHUP (handled as SIGTERM)" if self.hung_up else which
         path = last_checkpoint_path(trainer)
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.save_last:
                 # recorded in the checkpoint, so the resumed run overwrites this file, not last-v1.ckpt
                 callback.last_model_path = str(path)
+        self.interrupted_at = trainer.global_step
         try:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)
         except Exception as err:  # the stop goes on; say why nothing could be saved
             log.error(f"stopped by {which}; could not save {path}: {err}")
             return
         log.warning(
             f"stopped by {which} at epoch {trainer.current_epoch}, global step {trainer.global_step}: "
-            f"saved {path}; resume with --ckpt_path last"
+            f"saved {path}; resume with --ckpt_path last (it continues inside epoch {trainer.current_epoch}, "
+            "whose data it draws anew: close to, not exactly, an uninterrupted run)"
         )
 

@@ -4,32 +4,45 @@ epochs before the interruption too."""
 from __future__ import annotations
 
 import csv
+import warnings
+from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 
-class _AppendingWriter(ExperimentWriter):
-    """Lightning's writer deletes an existing ``metrics.csv`` when its folder is not empty; this one appends
-    to it (rewriting it only to widen the header when new metric names appear, rows kept)."""
-
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                self.metrics_keys = list(csv.DictReader(file).fieldnames or [])
+def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    if not path.is_file():
+        return [], []
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames or []), list(reader)
 
 
 class RunCSVLogger(CSVLogger):
     """``CSVLogger`` appending to the ``metrics.csv`` it finds (the run folder's history survives a resume).
+
+    Lightning's writer deletes an existing ``metrics.csv`` when it starts (and warns that it will); this
+    logger reads the file first and writes its rows back, so new rows follow them (the header widens when
+    new metric names appear, rows kept).
 
     Args: as ``lightning.pytorch.loggers.CSVLogger``.
     """
 
     @property
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is not None:
-            return self._experiment
-        self._fs.makedirs(self.root_dir, exist_ok=True)
-        self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
-
+        if not getattr(self, "_history_restored", False):
+            self._history_restored = True
+            keys, rows = _read_rows(Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE)
+            with warnings.catch_warnings():
+                # the deletion it announces is undone below
+                warnings.filterwarnings("ignore", message="Experiment logs directory .* is not empty")
+                writer = super().experiment
+            if keys and isinstance(writer, ExperimentWriter):
+                with open(writer.metrics_file_path, "w", newline="") as file:
+                    out = csv.DictWriter(file, fieldnames=keys)
+                    out.writeheader()
+                    out.writerows(rows)
+                writer.metrics_keys = list(keys)
+            return writer
+        return super().experiment

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,19 @@ CONFIGS = ROOT / "configs"
 
 
 def fit(
-    config: str, overlay: dict, workdir: Path, *extra: str, timeout: float = 300
+    config: str,
+    overlay: dict,
+    workdir: Path,
+    *extra: str,
+    timeout: float = 300,
+    sigint: signal.Handlers = signal.SIG_DFL,
 ) -> subprocess.CompletedProcess:
     """``python -m densevision fit --config configs/<config> --config <overlay yaml> *extra`` in
-    ``workdir``; one torch thread per process (the test machine has 2 shared cores)."""
+    ``workdir``; one torch thread per process (the test machine has 2 shared cores).
+
+    The child's SIGINT disposition is ``sigint`` and its SIGHUP the default whatever this process inherited
+    (a suite started in the background, ``nohup make test &``, runs with both ignored, which children
+    would inherit)."""
     overlay_file = workdir / f"overlay_{len(list(workdir.glob('overlay_*.yaml')))}.yaml"
     overlay_file.write_text(yaml.safe_dump(overlay))
     env = {
@@ -39,7 +49,15 @@ def fit(
         str(overlay_file),
         *extra,
     ]
-    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout,
+        preexec_fn=lambda: _dispositions(sigint),
+    )
+
+
+def _dispositions(sigint: signal.Handlers) -> None:
+    signal.signal(signal.SIGINT, sigint)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def last_metrics(run_dir: Path) -> dict[str, float]:

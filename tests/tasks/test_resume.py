@@ -15,6 +15,7 @@ same floating-point operations in the same order, so any difference means a piec
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 from pathlib import Path
@@ -25,6 +26,11 @@ import torch
 from tests.tasks.fit_subprocess import fit, last_metrics, tiny_segmentation
 
 EPOCHS = 2  # x 2 steps
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 def _callbacks(run_dir: Path, *extra: dict) -> list[dict]:
@@ -101,13 +107,13 @@ _CHECKPOINT = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                "init_args": {"monitor": "val/mIoU", "mode": "max", "save_last": True, "filename": "best"}}
 
 
-def _stopped_by(signal_name: str, at: str, tmp_path: Path):
+def _stopped_by(signal_name: str, at: str, tmp_path: Path, sigint: signal.Handlers = signal.SIG_DFL):
     run_dir = tmp_path / signal_name
     stop = {"class_path": "tests.tasks.reliability_callbacks.SignalAt",
             "init_args": {"signal_name": signal_name, "at": at, "step": 1}}
     overlay = tiny_segmentation(run_dir, tmp_path / "shapes", epochs=EPOCHS, callbacks=[_CHECKPOINT, stop])
     overlay["trainer"]["check_val_every_n_epoch"] = 1
-    return run_dir, overlay, fit("segmentation/demo.yaml", overlay, tmp_path)
+    return run_dir, overlay, fit("segmentation/demo.yaml", overlay, tmp_path, sigint=sigint)
 
 
 def test_sigterm_during_the_first_validation_saves_a_resumable_checkpoint(tmp_path: Path) -> None:
@@ -123,8 +129,31 @@ def test_sigterm_during_the_first_validation_saves_a_resumable_checkpoint(tmp_pa
 
 
 def test_sigint_mid_epoch_saves_a_resumable_checkpoint(tmp_path: Path) -> None:
-    run_dir, _, stopped = _stopped_by("SIGINT", "train", tmp_path)
+    run_dir, overlay, stopped = _stopped_by("SIGINT", "train", tmp_path)
     assert stopped.returncode != 0, stopped.stderr[-3000:]
     assert "stopped by SIGINT" in stopped.stderr
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 1 and state["epoch"] == 0  # inside epoch 0, where the signal came
+    # quiet: densevision's stop message says what a resume does; Lightning does not add notes to it
+    assert "weights_only" not in stopped.stderr
+    overlay["trainer"]["callbacks"][1]["init_args"]["at"] = "never"
+    resumed = fit("segmentation/demo.yaml", overlay, tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from a checkpoint that ended before the epoch ended" not in resumed.stderr
+
+
+def test_sighup_mid_epoch_saves_a_resumable_checkpoint_as_sigterm_does(tmp_path: Path) -> None:
+    run_dir, _, stopped = _stopped_by("SIGHUP", "train", tmp_path)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "stopped by SIGHUP (handled as SIGTERM)" in stopped.stderr
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 1 and state["epoch"] == 0
+
+
+def test_a_fit_started_with_sigint_ignored_keeps_ignoring_it(tmp_path: Path) -> None:
+    """A background job of a shell without job control (``cmd &`` in a script) inherits SIGINT ignored, so
+    that a Ctrl+C typed at the terminal stops only the foreground: densevision keeps it that way."""
+    run_dir, _, finished = _stopped_by("SIGINT", "train", tmp_path, sigint=signal.SIG_IGN)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "stopped by" not in finished.stderr and f"`max_epochs={EPOCHS}` reached" in finished.stderr
+    assert {row["epoch"] for row in _rows(run_dir / "metrics.csv")} == {str(e) for e in range(EPOCHS)}
