@@ -16,10 +16,10 @@ remapping (``densevision.models.weights.load_backbone_weights``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal, TypeVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +28,6 @@ from typing_extensions import TypedDict
 
 from densevision.models.layers import checkpoint_block
 from densevision.models.weights import KeyRemap, load_backbone_weights
-
-T = TypeVar("T")
-B = TypeVar("B", bound="FeatureBackbone")
 
 
 @dataclass(frozen=True)
@@ -165,6 +162,15 @@ class FeatureBackbone(nn.Module):
         self.num_features = specs[-1].channels
         self.min_input_size = specs[-1].stride
 
+    def _init_weights(self, mode: Literal["fan_in", "fan_out"] = "fan_in") -> None:
+        """He-normal convs (``fan_in`` as torchvision's DenseNet and timm's RDNet, ``fan_out`` as the VoVNet
+        and HarDNet references) and zero linear biases; norms keep their (1, 0) defaults."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+            elif isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in the backward pass instead of storing them (timm's name
         for the ``memory_efficient`` option)."""
@@ -235,29 +241,3 @@ class FeatureBackbone(nn.Module):
             return feats
         pooled = self.pool_features(feats[self.available_features[-1].name])
         return self.classifier(pooled) if self.classifier is not None else pooled
-
-
-def init_backbone_weights(model: nn.Module, *, mode: Literal["fan_in", "fan_out"] = "fan_in") -> None:
-    """He-normal convs (``fan_in`` as torchvision's DenseNet and timm's RDNet, ``fan_out`` as the VoVNet and
-    HarDNet references) and zero linear biases; norms keep their (1, 0) defaults."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
-        elif isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
-
-
-def architecture(configs: Mapping[str, T], name: str, family: str) -> T:
-    """``configs[name]``, or a ValueError listing the names of ``family`` (a builder's preset table)."""
-    if name not in configs:
-        raise ValueError(f"unknown {family} {name!r}; choose one of {list(configs)}")
-    return configs[name]
-
-
-def build_backbone(cls: Callable[..., B], *, weights: str | Path | None = None, **kwargs: object) -> B:
-    """``cls(**kwargs)`` with local ``weights`` loaded strictly: every preset's path from ``weights=`` to
-    ``FeatureBackbone.load_weights``."""
-    model = cls(**kwargs)
-    if weights is not None:
-        model.load_weights(weights)
-    return model

@@ -24,17 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import Unpack
 
-from densevision.models.features import (
-    BackboneArgs,
-    FeatureBackbone,
-    FeatureSpec,
-    architecture,
-    build_backbone,
-    feature_name,
-    init_backbone_weights,
-)
+from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec, feature_name
 from densevision.models.layers import DenseBlock, DenseLayer, NormLayer, Transition
-from densevision.models.registry import register_model
+from densevision.models.registry import build_backbone, family_preset, register_model
 
 StemKind = Literal["imagenet", "cifar", "fcdensenet"]
 _LEGACY_KEY = re.compile(
@@ -168,7 +160,7 @@ class DenseNet(FeatureBackbone):
             self.features.add_module(f"norm{len(block_config) + 1}", norm_layer(channels))
         self._set_features(specs, out_features)
         self.classifier = nn.Linear(channels, num_classes) if self.num_classes > 0 else None
-        init_backbone_weights(self)
+        self._init_weights()
 
     def __prepare_scriptable__(self) -> nn.Module:
         raise RuntimeError(
@@ -270,23 +262,10 @@ class DenseNetArgs(BackboneArgs, total=False):
     output_stride: int | None
 
 
-# growth rate, layers per block, stem channels (paper Table 1; torchvision's)
-_IMAGENET_CONFIGS: dict[str, tuple[int, tuple[int, ...], int]] = {
-    "densenet121": (32, (6, 12, 24, 16), 64),
-    "densenet161": (48, (6, 12, 36, 24), 96),
-    "densenet169": (32, (6, 12, 32, 32), 64),
-    "densenet201": (32, (6, 12, 48, 32), 64),
-    "densenet264": (32, (6, 12, 64, 48), 64),
-}
-
-
 def imagenet_densenet(name: str, **kwargs: Unpack[DenseNetArgs]) -> DenseNet:
-    """An ImageNet DenseNet by name (``densenet121`` ...), with optional local weights (torchvision or
-    densevision format); ``output_stride`` 16 or 8 dilates the last blocks (see ``DenseNet``)."""
-    growth_rate, block_config, stem_channels = architecture(_IMAGENET_CONFIGS, name, "ImageNet DenseNet")
-    return build_backbone(
-        DenseNet, growth_rate=growth_rate, block_config=block_config, stem_channels=stem_channels, **kwargs
-    )
+    """An ImageNet DenseNet preset by name (``densenet121`` ...), with optional local weights (torchvision
+    or densevision format); ``output_stride`` 16 or 8 dilates the last blocks (see ``DenseNet``)."""
+    return family_preset("densenet[0-9][0-9][0-9]", name, "ImageNet DenseNet", **kwargs)
 
 
 def cifar_densenet(
@@ -341,32 +320,32 @@ def fcdensenet_encoder(
 
 @register_model
 def densenet121(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
-    """DenseNet-121: k=32, blocks (6, 12, 24, 16); 7,978,856 parameters with 1000 classes."""
-    return imagenet_densenet("densenet121", **kwargs)
+    """DenseNet-121 (torchvision's): 7,978,856 parameters with 1000 classes."""
+    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 24, 16), **kwargs)
 
 
 @register_model
 def densenet161(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
-    """DenseNet-161: k=48, blocks (6, 12, 36, 24), 96-channel stem; 28,681,000 parameters."""
-    return imagenet_densenet("densenet161", **kwargs)
+    """DenseNet-161 (torchvision's): 28,681,000 parameters."""
+    return build_backbone(DenseNet, growth_rate=48, block_config=(6, 12, 36, 24), stem_channels=96, **kwargs)
 
 
 @register_model
 def densenet169(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
-    """DenseNet-169: k=32, blocks (6, 12, 32, 32); 14,149,480 parameters."""
-    return imagenet_densenet("densenet169", **kwargs)
+    """DenseNet-169 (torchvision's): 14,149,480 parameters."""
+    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 32, 32), **kwargs)
 
 
 @register_model
 def densenet201(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
-    """DenseNet-201: k=32, blocks (6, 12, 48, 32); 20,013,928 parameters."""
-    return imagenet_densenet("densenet201", **kwargs)
+    """DenseNet-201 (torchvision's): 20,013,928 parameters."""
+    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 48, 32), **kwargs)
 
 
 @register_model
 def densenet264(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
-    """DenseNet-264: k=32, blocks (6, 12, 64, 48) (paper Table 1; not in torchvision)."""
-    return imagenet_densenet("densenet264", **kwargs)
+    """DenseNet-264 (paper Table 1; not in torchvision)."""
+    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 64, 48), **kwargs)
 
 
 @register_model

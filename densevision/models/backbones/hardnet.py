@@ -25,17 +25,9 @@ from torch import Tensor, nn
 from typing_extensions import Unpack
 
 from densevision.models.backbones.common import ConvBNReLU
-from densevision.models.features import (
-    BackboneArgs,
-    FeatureBackbone,
-    FeatureSpec,
-    architecture,
-    build_backbone,
-    feature_name,
-    init_backbone_weights,
-)
+from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec, feature_name
 from densevision.models.layers import NormLayer
-from densevision.models.registry import register_model
+from densevision.models.registry import build_backbone, family_preset, register_model
 
 
 def harmonic_links(layer: int) -> list[int]:
@@ -217,7 +209,7 @@ class HarDNet(FeatureBackbone):
         self._set_features(specs, out_features)
         self.head_drop = nn.Dropout(c.head_dropout if drop_rate is None else drop_rate)
         self.classifier = nn.Linear(channels, self.num_classes) if self.num_classes > 0 else None
-        init_backbone_weights(self, mode="fan_out")
+        self._init_weights(mode="fan_out")
 
     @staticmethod
     def _downsample(channels: int, depthwise: bool, norm_layer: NormLayer, stem: bool = False) -> nn.Module:
@@ -246,24 +238,6 @@ class HarDNet(FeatureBackbone):
         return self._group_stages([self.stem, self.stem_downsample], self.stages, self._tap_after)
 
 
-CONFIGS: dict[str, HarDNetConfig] = {
-    "hardnet39ds": HarDNetConfig(
-        stem_channels=(24, 48), stage_channels=(96, 320, 640, 1024), growth_rates=(16, 20, 64, 160),
-        layers=(4, 16, 8, 4), downsample=(True, True, True, False), multiplier=1.6, depthwise=True,
-        head_dropout=0.05,
-    ),
-    "hardnet68": HarDNetConfig(
-        stem_channels=(32, 64), stage_channels=(128, 256, 320, 640, 1024), growth_rates=(14, 16, 20, 40, 160),
-        layers=(8, 16, 16, 16, 4), downsample=(True, False, True, True, False),
-    ),
-    "hardnet85": HarDNetConfig(
-        stem_channels=(48, 96), stage_channels=(192, 256, 320, 480, 720, 1280),
-        growth_rates=(24, 24, 28, 36, 48, 256), layers=(8, 16, 16, 16, 16, 4),
-        downsample=(True, False, True, False, True, False), last_block_dropout=0.1, head_dropout=0.2,
-    ),
-}
-
-
 class HarDNetArgs(BackboneArgs, total=False):
     """``BackboneArgs``, ``drop_rate`` (dropout before the classifier; None = the architecture's) and
     ``norm_layer``."""
@@ -273,23 +247,37 @@ class HarDNetArgs(BackboneArgs, total=False):
 
 
 def hardnet(name: str, **kwargs: Unpack[HarDNetArgs]) -> HarDNet:
-    """A HarDNet by name (``hardnet68`` ...), with optional local densevision weights."""
-    return build_backbone(HarDNet, config=architecture(CONFIGS, name, "HarDNet"), **kwargs)
+    """A HarDNet preset by name (``hardnet68`` ...), with optional local densevision weights."""
+    return family_preset("hardnet*", name, "HarDNet", **kwargs)
 
 
 @register_model
 def hardnet39ds(**kwargs: Unpack[HarDNetArgs]) -> HarDNet:
     """HarDNet-39DS (depthwise separable): paper 3.5M parameters with 1000 classes."""
-    return hardnet("hardnet39ds", **kwargs)
+    config = HarDNetConfig(
+        stem_channels=(24, 48), stage_channels=(96, 320, 640, 1024), growth_rates=(16, 20, 64, 160),
+        layers=(4, 16, 8, 4), downsample=(True, True, True, False), multiplier=1.6, depthwise=True,
+        head_dropout=0.05,
+    )
+    return build_backbone(HarDNet, config=config, **kwargs)
 
 
 @register_model
 def hardnet68(**kwargs: Unpack[HarDNetArgs]) -> HarDNet:
     """HarDNet-68: paper 17.6M parameters with 1000 classes."""
-    return hardnet("hardnet68", **kwargs)
+    config = HarDNetConfig(
+        stem_channels=(32, 64), stage_channels=(128, 256, 320, 640, 1024), growth_rates=(14, 16, 20, 40, 160),
+        layers=(8, 16, 16, 16, 4), downsample=(True, False, True, True, False),
+    )
+    return build_backbone(HarDNet, config=config, **kwargs)
 
 
 @register_model
 def hardnet85(**kwargs: Unpack[HarDNetArgs]) -> HarDNet:
     """HarDNet-85: paper 36.7M parameters with 1000 classes."""
-    return hardnet("hardnet85", **kwargs)
+    config = HarDNetConfig(
+        stem_channels=(48, 96), stage_channels=(192, 256, 320, 480, 720, 1280),
+        growth_rates=(24, 24, 28, 36, 48, 256), layers=(8, 16, 16, 16, 16, 4),
+        downsample=(True, False, True, False, True, False), last_block_dropout=0.1, head_dropout=0.2,
+    )
+    return build_backbone(HarDNet, config=config, **kwargs)

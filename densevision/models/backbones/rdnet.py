@@ -23,16 +23,8 @@ from torch import Tensor, nn
 from typing_extensions import Unpack
 
 from densevision.models.backbones.common import EffectiveSE, LayerNorm2d
-from densevision.models.features import (
-    BackboneArgs,
-    FeatureBackbone,
-    FeatureSpec,
-    architecture,
-    build_backbone,
-    feature_name,
-    init_backbone_weights,
-)
-from densevision.models.registry import register_model
+from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec, feature_name
+from densevision.models.registry import build_backbone, family_preset, register_model
 
 
 class _RDNetLayer(nn.Module):
@@ -201,7 +193,7 @@ class RDNet(FeatureBackbone):
         self.head_norm = None if features_only else nn.LayerNorm(channels, eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(channels, self.num_classes) if self.num_classes > 0 else None
-        init_backbone_weights(self)
+        self._init_weights()
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         """(N, in_chans, H, W) -> {name: (N, C, ~H / stride, ~W / stride)} for the selected features."""
@@ -226,15 +218,6 @@ class RDNet(FeatureBackbone):
         return groups
 
 
-# (stem channels, growth rates, downsampling stages); 3 layers per stage, the first two stages without SE.
-_CONFIGS: dict[str, tuple[int, tuple[int, ...], frozenset[int]]] = {
-    "rdnet_tiny": (64, (64, 104, 128, 128, 128, 128, 224), frozenset({1, 2, 6})),
-    "rdnet_small": (72, (64, 128, *(128,) * 7, 240, 240), frozenset({1, 2, 9})),
-    "rdnet_base": (120, (96, 128, *(168,) * 7, 336, 336), frozenset({1, 2, 9})),
-    "rdnet_large": (144, (128, 192, *(256,) * 8, 360, 360), frozenset({1, 2, 10})),
-}
-
-
 class RDNetArgs(BackboneArgs, total=False):
     """``BackboneArgs`` and ``drop_rate``: dropout before the classifier."""
 
@@ -242,33 +225,41 @@ class RDNetArgs(BackboneArgs, total=False):
 
 
 def rdnet(name: str, **kwargs: Unpack[RDNetArgs]) -> RDNet:
-    """An RDNet by name (``rdnet_tiny`` ...), with optional local timm-format weights."""
-    stem_channels, growth_rates, down = architecture(_CONFIGS, name, "RDNet")
+    """An RDNet preset by name (``rdnet_tiny`` ...), with optional local timm-format weights."""
+    return family_preset("rdnet_*", name, "RDNet", **kwargs)
+
+
+def _create_rdnet(
+    stem_channels: int, growth_rates: tuple[int, ...], downsample_at: tuple[int, ...], **kwargs: object
+) -> RDNet:
+    """timm's RDNets: 3 layers per stage, the stages in ``downsample_at`` halve the resolution, effective
+    SE from the third stage on."""
+    stages = range(len(growth_rates))
     return build_backbone(
-        RDNet, growth_rates=growth_rates, downsample=[i in down for i in range(len(growth_rates))],
-        ese=[i >= 2 for i in range(len(growth_rates))], stem_channels=stem_channels, **kwargs,
+        RDNet, stem_channels=stem_channels, growth_rates=growth_rates,
+        downsample=[i in downsample_at for i in stages], ese=[i >= 2 for i in stages], **kwargs,
     )
 
 
 @register_model
 def rdnet_tiny(**kwargs: Unpack[RDNetArgs]) -> RDNet:
-    """RDNet-T: 7 stages of 3 layers, 64-channel stem; 23,863,008 parameters with 1000 classes (= timm)."""
-    return rdnet("rdnet_tiny", **kwargs)
+    """RDNet-T: 7 stages; 23,863,008 parameters with 1000 classes (= timm)."""
+    return _create_rdnet(64, (64, 104, 128, 128, 128, 128, 224), downsample_at=(1, 2, 6), **kwargs)
 
 
 @register_model
 def rdnet_small(**kwargs: Unpack[RDNetArgs]) -> RDNet:
-    """RDNet-S: 11 stages of 3 layers, 72-channel stem."""
-    return rdnet("rdnet_small", **kwargs)
+    """RDNet-S: 11 stages."""
+    return _create_rdnet(72, (64, 128, *(128,) * 7, 240, 240), downsample_at=(1, 2, 9), **kwargs)
 
 
 @register_model
 def rdnet_base(**kwargs: Unpack[RDNetArgs]) -> RDNet:
-    """RDNet-B: 11 stages of 3 layers, 120-channel stem."""
-    return rdnet("rdnet_base", **kwargs)
+    """RDNet-B: 11 stages, wider than RDNet-S."""
+    return _create_rdnet(120, (96, 128, *(168,) * 7, 336, 336), downsample_at=(1, 2, 9), **kwargs)
 
 
 @register_model
 def rdnet_large(**kwargs: Unpack[RDNetArgs]) -> RDNet:
-    """RDNet-L: 12 stages of 3 layers, 144-channel stem."""
-    return rdnet("rdnet_large", **kwargs)
+    """RDNet-L: 12 stages."""
+    return _create_rdnet(144, (128, 192, *(256,) * 8, 360, 360), downsample_at=(1, 2, 10), **kwargs)

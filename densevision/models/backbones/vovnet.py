@@ -25,16 +25,9 @@ from torch import Tensor, nn
 from typing_extensions import Unpack
 
 from densevision.models.backbones.common import ConvBNReLU, EffectiveSE
-from densevision.models.features import (
-    BackboneArgs,
-    FeatureBackbone,
-    FeatureSpec,
-    architecture,
-    build_backbone,
-    init_backbone_weights,
-)
+from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec
 from densevision.models.layers import NormLayer
-from densevision.models.registry import register_model
+from densevision.models.registry import build_backbone, family_preset, register_model
 
 
 class _OSAModule(nn.Module):
@@ -167,7 +160,7 @@ class VoVNet(FeatureBackbone):
         self._set_features(specs, out_features)
         self.head_drop = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(channels, self.num_classes) if self.num_classes > 0 else None
-        init_backbone_weights(self, mode="fan_out")
+        self._init_weights(mode="fan_out")
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         """(N, in_chans, H, W) -> {name: (N, C, ~H / stride, ~W / stride)} for the selected features."""
@@ -190,13 +183,6 @@ class VoVNet(FeatureBackbone):
         return [[self.stem], *([stage] for stage in self.stages)]
 
 
-_MODULES_PER_STAGE: dict[str, tuple[int, int, int, int]] = {
-    "vovnet39": (1, 1, 2, 2),
-    "vovnet57": (1, 1, 4, 3),
-    "vovnet99": (1, 3, 9, 3),
-}
-
-
 class VoVNetArgs(BackboneArgs, total=False):
     """``BackboneArgs`` and ``drop_rate`` (dropout before the classifier), ``norm_layer``."""
 
@@ -205,28 +191,27 @@ class VoVNetArgs(BackboneArgs, total=False):
 
 
 def vovnet(name: str, **kwargs: Unpack[VoVNetArgs]) -> VoVNet:
-    """A VoVNet-V2 (eSE) by name (``vovnet39`` ...), with optional local timm-format weights.
+    """A VoVNet-V2 (eSE) preset by name (``vovnet39`` ...), with optional local timm-format weights.
 
     Weights load into BatchNorm layers; to get ``FrozenBatchNorm2d`` with weights, load first and convert
     (``densevision.models.detection.convert_to_frozen_batchnorm``), as the detectors do.
     """
-    modules_per_stage = architecture(_MODULES_PER_STAGE, name, "VoVNet")
-    return build_backbone(VoVNet, modules_per_stage=modules_per_stage, **kwargs)
+    return family_preset("vovnet*", name, "VoVNet", **kwargs)
 
 
 @register_model
 def vovnet39(**kwargs: Unpack[VoVNetArgs]) -> VoVNet:
-    """VoVNet-V2-39 with eSE (timm ``ese_vovnet39b``): OSA modules (1, 1, 2, 2); 24,568,936 parameters."""
-    return vovnet("vovnet39", **kwargs)
+    """VoVNet-V2-39 with eSE (timm ``ese_vovnet39b``); 24,568,936 parameters with 1000 classes."""
+    return build_backbone(VoVNet, modules_per_stage=(1, 1, 2, 2), **kwargs)
 
 
 @register_model
 def vovnet57(**kwargs: Unpack[VoVNetArgs]) -> VoVNet:
-    """VoVNet-V2-57 with eSE (timm ``ese_vovnet57b``): OSA modules (1, 1, 4, 3)."""
-    return vovnet("vovnet57", **kwargs)
+    """VoVNet-V2-57 with eSE (timm ``ese_vovnet57b``)."""
+    return build_backbone(VoVNet, modules_per_stage=(1, 1, 4, 3), **kwargs)
 
 
 @register_model
 def vovnet99(**kwargs: Unpack[VoVNetArgs]) -> VoVNet:
-    """VoVNet-V2-99 with eSE (timm ``ese_vovnet99b``): OSA modules (1, 3, 9, 3)."""
-    return vovnet("vovnet99", **kwargs)
+    """VoVNet-V2-99 with eSE (timm ``ese_vovnet99b``)."""
+    return build_backbone(VoVNet, modules_per_stage=(1, 3, 9, 3), **kwargs)
