@@ -69,7 +69,7 @@ class _FrozenRunningStats:
         self.saved = []
 
 
-def _checkpoint(module: nn.Module, fn: Callable[..., Tensor], *inputs: Tensor) -> Tensor:
+def checkpoint_block(module: nn.Module, fn: Callable[..., Tensor], *inputs: Tensor) -> Tensor:
     """``fn(*inputs)`` recomputed in backward instead of stored; the BN running statistics in ``module``
     (the norms ``fn`` runs) are updated once (dropout masks repeat: the checkpoint replays the random
     state)."""
@@ -142,7 +142,7 @@ class DenseLayer(nn.Module):
     @torch.jit.unused
     def _checkpointed_first_stage(self, inputs: List[Tensor]) -> Tensor:  # noqa: UP006
         first_norm = self.norm1 if self.has_bottleneck else self.norm2
-        return _checkpoint(first_norm, lambda *maps: self._first_stage(torch.cat(maps, 1)), *inputs)
+        return checkpoint_block(first_norm, lambda *maps: self._first_stage(torch.cat(maps, 1)), *inputs)
 
     def forward(self, inputs: List[Tensor]) -> Tensor:  # noqa: UP006 (TorchScript reads typing.List)
         """(N, C_i, H, W) maps -> (N, growth_rate, H, W) new maps."""
@@ -268,7 +268,7 @@ class Transition(nn.Sequential):
 
     @torch.jit.unused
     def _checkpointed_forward(self, x: Tensor) -> Tensor:
-        return _checkpoint(self.norm, self._forward, x)
+        return checkpoint_block(self.norm, self._forward, x)
 
     def forward(self, x: Tensor) -> Tensor:
         if not torch.jit.is_scripting() and self._checkpoints(x):

@@ -1,13 +1,17 @@
-"""``create_model`` / ``list_models``: named presets, as in timm."""
+"""``create_model`` / ``list_models``: named presets, as in timm; and what the presets share: building a
+backbone with its local weights (``build_backbone``) and a family's by-name builder (``family_preset``)."""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
 from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 from torch import nn
 
+M = TypeVar("M", bound=nn.Module)
 _MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -42,3 +46,25 @@ def create_model(name: str, **kwargs) -> nn.Module:
             "registered names."
         )
     return _MODEL_BUILDERS[name](**kwargs)
+
+
+def family_preset(pattern: str, name: str, family: str, **kwargs: object) -> nn.Module:
+    """The registered preset ``name`` of ``family`` (whose preset names match the shell ``pattern``), built
+    with ``kwargs``: what a family's by-name builder (``rdnet("rdnet_tiny")``) runs.
+
+    Raises:
+        ValueError: ``name`` is not one of the family's presets (the message lists them).
+    """
+    names = list_models(pattern)
+    if name not in names:
+        raise ValueError(f"unknown {family} {name!r}; choose one of {names}")
+    return create_model(name, **kwargs)
+
+
+def build_backbone(cls: Callable[..., M], *, weights: str | Path | None = None, **kwargs: object) -> M:
+    """``cls(**kwargs)`` with local ``weights`` loaded strictly by the model's ``load_weights``
+    (``densevision.models.features.FeatureBackbone``): every backbone preset's path from ``weights=``."""
+    model = cls(**kwargs)
+    if weights is not None:
+        model.load_weights(weights)
+    return model

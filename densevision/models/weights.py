@@ -1,19 +1,27 @@
-"""Safe loading of local weight files and strict state-dict loading with readable errors.
+"""Safe loading of local weight files, strict state-dict loading with readable errors, and the one loader
+of pretrained backbone weights (``load_backbone_weights``).
 
-Nothing here downloads: weights come from files the user passes. Every file is read with
-``torch.load(weights_only=True)``, so a crafted pickle cannot run code.
+Nothing here downloads: weights come from files the user passes. A ``.safetensors`` file is read with
+``safetensors``; every other file with ``torch.load(weights_only=True)``, so a crafted pickle cannot run
+code.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 _NESTED_STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
+# What users type when they expect a download (torchvision's "DEFAULT", timm's pretrained=True).
+_DOWNLOAD_NAMES = {"default", "imagenet", "imagenet1k_v1", "pretrained", "true"}
+
+KeyRemap = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 
 
 class WeightsError(ValueError):
@@ -44,7 +52,8 @@ def safe_load(path: str | Path) -> object:
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``path`` without executing code (see ``safe_load``).
+    """Read a state dict from ``path`` without executing code: a ``.safetensors`` file, or a PyTorch file
+    through ``safe_load``.
 
     Accepts a plain state dict or a dict holding one under ``state_dict`` / ``model`` /
     ``model_state_dict`` (Lightning and common training-script checkpoints).
@@ -53,7 +62,26 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
         FileNotFoundError: ``path`` does not exist.
         WeightsError: see ``safe_load``; or the file holds no state dict.
     """
-    return _unwrap_state_dict(safe_load(path), Path(path))
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
+    return _unwrap_state_dict(safe_load(path), path)
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError as err:
+        raise WeightsError(
+            f"{path}: reading .safetensors files needs the safetensors package: pip install safetensors"
+        ) from err
+    try:
+        return load_file(path, device="cpu")
+    except SafetensorError as err:
+        raise WeightsError(f"{path}: not a valid safetensors file ({err})") from err
 
 
 def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -121,3 +149,70 @@ def _reconcile_batch_counters(
 def _preview(items: list[str], limit: int = 6) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def adapt_input_conv(weight: Tensor, in_chans: int) -> Tensor:
+    """Adapt a (O, 3, kh, kw) first-conv weight to ``in_chans`` inputs (as timm does): sum for one
+    channel, else repeat the RGB filters and rescale so activations keep their magnitude."""
+    if weight.shape[1] == in_chans:
+        return weight
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = math.ceil(in_chans / weight.shape[1])
+    return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
+
+
+def load_backbone_weights(
+    model: nn.Module,
+    weights: str | Path,
+    *,
+    remap: KeyRemap | None = None,
+    first_conv: str | None = None,
+    hint: str = "torch.save(model.state_dict(), 'weights.pth')",
+) -> None:
+    """Load a local state dict into a backbone, strictly, after the family's key remapping.
+
+    The first conv's weight is adapted to ``model.in_chans`` (``adapt_input_conv``). A classifier whose
+    class count differs from the file's keeps its fresh initialisation (with a warning: fine-tuning on new
+    classes); the file's keys under a head module the model was built without (``model.classifier is
+    None`` with ``features_only`` or ``num_classes=0``, RDNet's ``head_norm``) are dropped.
+
+    Args:
+        model: the backbone (``in_chans``, ``num_classes``, ``classifier`` attributes).
+        weights: local file: a state dict (``.pth``, ``.safetensors``) or a checkpoint holding one.
+        remap: the family's one key-remapping function, file keys -> model keys (identity on model keys).
+        first_conv: model key of the first conv's weight.
+        hint: how to save such a file, shown when ``weights`` names a download instead of a file.
+
+    Raises:
+        ValueError: ``weights`` names a download instead of a file.
+        FileNotFoundError, WeightsError: see ``load_weights_file`` and ``load_state_dict_strict``.
+    """
+    if isinstance(weights, str) and not Path(weights).exists() and weights.lower() in _DOWNLOAD_NAMES:
+        raise ValueError(
+            f"weights={weights!r} would need a download, and densevision never downloads. Save the file on "
+            f"a machine with internet: {hint}."
+        )
+    state = load_weights_file(weights)
+    if remap is not None:
+        state = remap(state)
+    if first_conv is not None and first_conv in state:
+        state[first_conv] = adapt_input_conv(state[first_conv], model.in_chans)
+    state = _keep_fresh_classifier(model, state, str(weights))
+    absent = object()
+    state = {k: v for k, v in state.items() if getattr(model, k.split(".", 1)[0], absent) is not None}
+    load_state_dict_strict(model, state, source=str(weights))
+
+
+def _keep_fresh_classifier(model: nn.Module, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+    classifier = getattr(model, "classifier", None)
+    file_weight = state.get("classifier.weight")
+    if classifier is None or file_weight is None or file_weight.shape[0] == model.num_classes:
+        return state
+    warnings.warn(
+        f"{source}: classifier has {file_weight.shape[0]} classes, model has {model.num_classes}; the "
+        "classifier keeps its fresh initialisation",
+        stacklevel=3,
+    )
+    state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    return state | {f"classifier.{k}": v for k, v in classifier.state_dict().items()}

@@ -1,18 +1,20 @@
-"""Backbones: the DenseNet family and its descendants (RDNet, VoVNet-V2, HarDNet)."""
+"""Backbones: the DenseNet family and its descendants (RDNet, VoVNet-V2, HarDNet), every one a
+``densevision.models.features.FeatureBackbone``."""
 
 from densevision.models.backbones.densenet import (
     DenseNet,
     cifar_densenet,
     fcdensenet_encoder,
     imagenet_densenet,
-    load_densenet_weights,
 )
-from densevision.models.backbones.hardnet import HarDBlock, HarDNet, hardnet, load_hardnet_weights
-from densevision.models.backbones.rdnet import RDNet, load_rdnet_weights, rdnet, remap_timm_rdnet_keys
-from densevision.models.backbones.vovnet import VoVNet, load_vovnet_weights, remap_timm_vovnet_keys, vovnet
+from densevision.models.backbones.hardnet import HarDBlock, HarDNet, hardnet
+from densevision.models.backbones.rdnet import RDNet, rdnet, remap_timm_rdnet_keys
+from densevision.models.backbones.vovnet import VoVNet, remap_timm_vovnet_keys, vovnet
+from densevision.models.features import FeatureBackbone
 
 __all__ = [
     "DenseNet",
+    "FeatureBackbone",
     "HarDBlock",
     "HarDNet",
     "RDNet",
@@ -21,10 +23,6 @@ __all__ = [
     "fcdensenet_encoder",
     "hardnet",
     "imagenet_densenet",
-    "load_densenet_weights",
-    "load_hardnet_weights",
-    "load_rdnet_weights",
-    "load_vovnet_weights",
     "rdnet",
     "remap_timm_rdnet_keys",
     "remap_timm_vovnet_keys",

@@ -15,22 +15,23 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
-from densevision.models.features import FeatureSpec, check_backbone_input, feature_name, select_features
-from densevision.models.layers import DenseBlock, NormLayer, Transition
-from densevision.models.registry import register_model
-from densevision.models.weights import load_state_dict_strict, load_weights_file
+from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec, feature_name
+from densevision.models.layers import DenseBlock, DenseLayer, NormLayer, Transition
+from densevision.models.registry import build_backbone, family_preset, register_model
 
 StemKind = Literal["imagenet", "cifar", "fcdensenet"]
+_LEGACY_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
 
 
 def _build_stem(
@@ -49,7 +50,16 @@ def _build_stem(
     raise ValueError(f"stem must be 'imagenet', 'cifar' or 'fcdensenet', got {kind!r}")
 
 
-class DenseNet(nn.Module):
+def remap_torchvision_densenet_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename old-style torchvision keys (``denselayer1.norm.1.weight`` -> ``denselayer1.norm1.weight``)."""
+    remapped = {}
+    for key, value in state_dict.items():
+        match = _LEGACY_KEY.match(key)
+        remapped[match.group(1) + match.group(2) if match else key] = value
+    return remapped
+
+
+class DenseNet(FeatureBackbone):
     """DenseNet classifier or feature extractor built from explicit architecture arguments.
 
     Args:
@@ -79,6 +89,13 @@ class DenseNet(nn.Module):
             their stage names (``c4``, ``c5``); ``feature_info`` states their real strides.
     """
 
+    remap_weight_keys = staticmethod(remap_torchvision_densenet_keys)
+    first_conv = "features.conv0.weight"
+    weights_hint = (
+        "torch.save(torchvision.models.densenet121(weights='DEFAULT').state_dict(), 'densenet121.pth'), "
+        "then pass weights='densenet121.pth'"
+    )
+
     def __init__(
         self,
         *,
@@ -101,16 +118,17 @@ class DenseNet(nn.Module):
         norm_layer: NormLayer = nn.BatchNorm2d,
         output_stride: int | None = None,
     ) -> None:
-        super().__init__()
-        _check_architecture(growth_rate, block_config, compression, in_chans, num_classes)
+        super().__init__(
+            in_chans=in_chans, num_classes=num_classes, features_only=features_only,
+            memory_efficient=memory_efficient,
+        )
+        _check_architecture(growth_rate, block_config, compression)
         if stem_stride not in (1, 2) or (stem == "imagenet" and stem_stride != 1):
             raise ValueError(
                 f"stem_stride must be 1 or 2 (and 1 for the ImageNet stem, whose stride is fixed), got "
                 f"{stem_stride} with stem={stem!r}"
             )
-        self.in_chans = in_chans
         self.stem = stem
-        self.features_only = features_only
         self.feature_norm = feature_norm
         self.final_norm = final_norm
         self.fast_path = True  # CPU input goes channels-last for the fused blocks; see set_fast_path
@@ -140,19 +158,9 @@ class DenseNet(nn.Module):
                 channels, nominal = out, nominal * 2
         if final_norm:
             self.features.add_module(f"norm{len(block_config) + 1}", norm_layer(channels))
-        self.num_features = channels
-        self.min_input_size = stride
-
-        self.available_features = tuple(specs)
-        self.feature_info = select_features(specs, out_features)
-        if not features_only and specs[-1] not in self.feature_info:
-            self.feature_info = (*self.feature_info, specs[-1])  # the classifier needs the last stage
-        self._wanted = frozenset(spec.name for spec in self.feature_info)
-        self._last_wanted = max(specs.index(spec) for spec in self.feature_info)
-
-        self.num_classes = 0 if features_only else num_classes
+        self._set_features(specs, out_features)
         self.classifier = nn.Linear(channels, num_classes) if self.num_classes > 0 else None
-        _init_weights(self)
+        self._init_weights()
 
     def __prepare_scriptable__(self) -> nn.Module:
         raise RuntimeError(
@@ -160,9 +168,6 @@ class DenseNet(nn.Module):
             "its stages with Python control flow (getattr by name, a dict of features). Use torch.jit.trace, "
             "torch.export or torch.fx.symbolic_trace; its DenseBlock and Transition modules script alone."
         )
-
-    def _check_input(self, x: Tensor) -> None:
-        check_backbone_input(self, x)
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         """(N, in_chans, H, W) -> {name: (N, C, ~H / stride, ~W / stride)} for the selected features.
@@ -176,62 +181,56 @@ class DenseNet(nn.Module):
                 # buffers are channels-last. Measured 0.85x the NCHW step time (densenet121, b8, 224^2).
                 x = x.contiguous(memory_format=torch.channels_last)
         out: dict[str, Tensor] = {}
-        specs = self.available_features
         f = self.features
-        tap = 0
         if self.stem == "imagenet":
             x = f.relu0(f.norm0(f.conv0(x)))
-            if specs[tap].name in self._wanted:
-                out[specs[tap].name] = x
-            tap += 1
+            if self._tap(out, "c1", x):
+                return out
             x = f.pool0(x)
         else:
             x = f.conv0(x)
-        num_blocks = len(specs) - tap
-        for i in range(num_blocks):
-            if tap > self._last_wanted:
-                break
-            x = getattr(f, f"denseblock{i + 1}")(x)
-            name = specs[tap].name
-            if i < num_blocks - 1:
-                trans: Transition = getattr(f, f"transition{i + 1}")
-                if self.feature_norm:
-                    x = trans.forward_norm(x)
-                if name in self._wanted:
-                    out[name] = x
-                x = trans.forward_reduce(x) if self.feature_norm else trans(x)
-            else:
-                if self.final_norm:
-                    x = F.relu(getattr(f, f"norm{num_blocks + 1}")(x))
-                if name in self._wanted:
-                    out[name] = x
-            tap += 1
+        *inner, last = [spec.name for spec in self.available_features[1 if self.stem == "imagenet" else 0 :]]
+        for i, name in enumerate(inner, start=1):
+            x = getattr(f, f"denseblock{i}")(x)
+            trans: Transition = getattr(f, f"transition{i}")
+            if self.feature_norm:
+                x = trans.forward_norm(x)
+            if self._tap(out, name, x):
+                return out
+            x = trans.forward_reduce(x) if self.feature_norm else trans(x)
+        x = getattr(f, f"denseblock{len(inner) + 1}")(x)
+        if self.final_norm:
+            x = F.relu(getattr(f, f"norm{len(inner) + 2}")(x))
+        self._tap(out, last, x)
         return out
 
-    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
-        """Logits (N, num_classes), pooled features (N, num_features) when ``num_classes == 0``, or the
-        feature dict when ``features_only``."""
-        feats = self.forward_features(x)
-        if self.features_only:
-            return feats
-        pooled = torch.flatten(F.adaptive_avg_pool2d(feats[self.available_features[-1].name], 1), 1)
-        return self.classifier(pooled) if self.classifier is not None else pooled
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each dense layer's concatenation and each transition in backward instead of storing
+        them (the ``memory_efficient`` option, see ``DenseLayer``)."""
+        super().set_grad_checkpointing(enable)
+        for module in self.modules():
+            if isinstance(module, (DenseLayer, Transition)):
+                module.memory_efficient = enable
+
+    def stage_groups(self) -> list[list[nn.Module]]:
+        """The stem (``conv0``, ``norm0``, ...), then each dense block with the transition that enters it
+        (as a ResNet stage begins with its downsampling block); the last group also holds the final norm.
+        An ImageNet DenseNet has 5 stages, like the 5 trainable layers of torchvision's ResNets."""
+        groups: list[list[nn.Module]] = [[]]
+        for name, module in self.features.named_children():
+            if name.startswith("transition") or name == "denseblock1":
+                groups.append([])
+            groups[-1].append(module)
+        return [group for group in groups if group]
 
 
-
-def _check_architecture(
-    growth_rate: int, block_config: Sequence[int], compression: float, in_chans: int, num_classes: int
-) -> None:
+def _check_architecture(growth_rate: int, block_config: Sequence[int], compression: float) -> None:
     if growth_rate < 1:
         raise ValueError(f"growth_rate must be >= 1, got {growth_rate}")
     if not block_config or any(n < 1 for n in block_config):
         raise ValueError(f"block_config must be non-empty positive layer counts, got {block_config}")
     if not 0 < compression <= 1:
         raise ValueError(f"compression must be in (0, 1], got {compression}")
-    if in_chans < 1:
-        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
-    if num_classes < 0:
-        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
 
 
 def _check_output_stride(output_stride: int | None, first_stride: int, num_blocks: int) -> int:
@@ -248,166 +247,40 @@ def _check_output_stride(output_stride: int | None, first_stride: int, num_block
     return output_stride
 
 
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.constant_(m.weight, 1)
-            nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.Linear):
-            nn.init.constant_(m.bias, 0)
 
+class DenseNetArgs(BackboneArgs, total=False):
+    """``BackboneArgs`` and the DenseNet's own preset options (see ``DenseNet``).
 
-_LEGACY_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
-)
-_DOWNLOAD_NAMES = {"default", "imagenet", "imagenet1k_v1", "pretrained", "true"}
-
-
-def remap_torchvision_densenet_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename old-style torchvision keys (``denselayer1.norm.1.weight`` -> ``denselayer1.norm1.weight``)."""
-    remapped = {}
-    for key, value in state_dict.items():
-        match = _LEGACY_KEY.match(key)
-        remapped[match.group(1) + match.group(2) if match else key] = value
-    return remapped
-
-
-def adapt_input_conv(weight: Tensor, in_chans: int) -> Tensor:
-    """Adapt a (O, 3, kh, kw) first-conv weight to ``in_chans`` inputs (as timm does): sum for one
-    channel, else repeat the RGB filters and rescale so activations keep their magnitude."""
-    if weight.shape[1] == in_chans:
-        return weight
-    if in_chans == 1:
-        return weight.sum(dim=1, keepdim=True)
-    repeats = math.ceil(in_chans / weight.shape[1])
-    return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
-
-
-def load_densenet_weights(model: DenseNet, weights: str | Path) -> None:
-    """Load a local state dict saved from torchvision's DenseNet or from densevision into ``model``.
-
-    The classifier is skipped when the model has none (``features_only``, ``num_classes=0``) or when its
-    class count differs from the file's (a warning says so: fine-tuning on new classes).
-
-    Raises:
-        ValueError: ``weights`` names a download instead of a file.
-        FileNotFoundError, WeightsError: see ``load_weights_file`` and ``load_state_dict_strict``.
+    Attributes:
+        drop_rate: dropout after each dense layer's 3x3 conv and each transition conv.
+        norm_layer: normalisation layer factory, e.g. ``torchvision.ops.FrozenBatchNorm2d``.
+        output_stride: stride of the last block (dilated below the network's own).
     """
-    if isinstance(weights, str) and not Path(weights).exists() and weights.lower() in _DOWNLOAD_NAMES:
-        raise ValueError(
-            f"weights={weights!r} would need a download, and densevision never downloads. Save the weights "
-            "on a machine with internet (torch.save(torchvision.models.densenet121(weights='DEFAULT')"
-            ".state_dict(), 'densenet121.pth')) and pass weights='densenet121.pth'."
-        )
-    state = remap_torchvision_densenet_keys(load_weights_file(weights))
-    if "features.conv0.weight" in state:
-        state["features.conv0.weight"] = adapt_input_conv(state["features.conv0.weight"], model.in_chans)
-    has_file_classifier = "classifier.weight" in state
-    if model.classifier is None or (
-        has_file_classifier and state["classifier.weight"].shape[0] != model.num_classes
-    ):
-        if model.classifier is not None:
-            warnings.warn(
-                f"{weights}: classifier has {state['classifier.weight'].shape[0]} classes, model has "
-                f"{model.num_classes}; the classifier keeps its fresh initialisation",
-                stacklevel=2,
-            )
-        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-        if model.classifier is not None:
-            state.update({f"classifier.{k}": v for k, v in model.classifier.state_dict().items()})
-    load_state_dict_strict(model, state, source=str(weights))
+
+    drop_rate: float
+    norm_layer: NormLayer
+    output_stride: int | None
 
 
-def _create_densenet(weights: str | Path | None, **arch) -> DenseNet:
-    model = DenseNet(**arch)
-    if weights is not None:
-        load_densenet_weights(model, weights)
-    return model
-
-
-_IMAGENET_CONFIGS: dict[str, tuple[int, tuple[int, ...], int]] = {
-    "densenet121": (32, (6, 12, 24, 16), 64),
-    "densenet161": (48, (6, 12, 36, 24), 96),
-    "densenet169": (32, (6, 12, 32, 32), 64),
-    "densenet201": (32, (6, 12, 48, 32), 64),
-    "densenet264": (32, (6, 12, 64, 48), 64),
-}
-
-
-def imagenet_densenet(
-    name: str,
-    *,
-    weights: str | Path | None = None,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    features_only: bool = False,
-    out_features: Sequence[str] | None = None,
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-    output_stride: int = 32,
-) -> DenseNet:
-    """An ImageNet DenseNet by name (``densenet121`` ...), with optional local weights; ``output_stride``
-    16 or 8 dilates the last blocks (see ``DenseNet``)."""
-    if name not in _IMAGENET_CONFIGS:
-        raise ValueError(f"unknown ImageNet DenseNet {name!r}; choose one of {list(_IMAGENET_CONFIGS)}")
-    growth_rate, block_config, stem_channels = _IMAGENET_CONFIGS[name]
-    return _create_densenet(
-        weights,
-        growth_rate=growth_rate,
-        block_config=block_config,
-        stem="imagenet",
-        stem_channels=stem_channels,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        features_only=features_only,
-        out_features=out_features,
-        drop_rate=drop_rate,
-        memory_efficient=memory_efficient,
-        norm_layer=norm_layer,
-        output_stride=output_stride,
-    )
+def imagenet_densenet(name: str, **kwargs: Unpack[DenseNetArgs]) -> DenseNet:
+    """An ImageNet DenseNet preset by name (``densenet121`` ...), with optional local weights (torchvision
+    or densevision format); ``output_stride`` 16 or 8 dilates the last blocks (see ``DenseNet``)."""
+    return family_preset("densenet[0-9][0-9][0-9]", name, "ImageNet DenseNet", **kwargs)
 
 
 def cifar_densenet(
-    depth: int,
-    growth_rate: int,
-    *,
-    bottleneck: bool,
-    weights: str | Path | None = None,
-    num_classes: int = 10,
-    in_chans: int = 3,
-    features_only: bool = False,
-    out_features: Sequence[str] | None = None,
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-    output_stride: int = 4,
+    depth: int, growth_rate: int, *, bottleneck: bool, **kwargs: Unpack[DenseNetArgs]
 ) -> DenseNet:
-    """CIFAR DenseNet (``bottleneck=False``) or DenseNet-BC of the given depth, 3 blocks (paper Table 2);
-    ``output_stride`` 2 or 1 dilates the last blocks (see ``DenseNet``)."""
+    """CIFAR DenseNet (``bottleneck=False``) or DenseNet-BC of the given depth, 3 blocks (paper Table 2),
+    10 classes unless ``num_classes`` says otherwise; ``output_stride`` 2 or 1 dilates the last blocks."""
     layers_per_block, remainder = divmod(depth - 4, 6 if bottleneck else 3)
     if remainder or layers_per_block < 1:
         kind = "6n+4 for DenseNet-BC" if bottleneck else "3n+4 for DenseNet"
         raise ValueError(f"CIFAR depth must be {kind}, got {depth}")
-    return _create_densenet(
-        weights,
-        growth_rate=growth_rate,
-        block_config=(layers_per_block,) * 3,
-        stem="cifar",
-        stem_channels=2 * growth_rate if bottleneck else 16,
-        bn_size=4 if bottleneck else 0,
-        compression=0.5 if bottleneck else 1.0,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        features_only=features_only,
-        out_features=out_features,
-        drop_rate=drop_rate,
-        memory_efficient=memory_efficient,
-        norm_layer=norm_layer,
-        output_stride=output_stride,
+    return build_backbone(
+        DenseNet, growth_rate=growth_rate, block_config=(layers_per_block,) * 3, stem="cifar",
+        stem_channels=2 * growth_rate if bottleneck else 16, bn_size=4 if bottleneck else 0,
+        compression=0.5 if bottleneck else 1.0, **({"num_classes": 10} | kwargs),
     )
 
 
@@ -445,116 +318,67 @@ def fcdensenet_encoder(
     )
 
 
-# Presets. Each takes the same keyword arguments as ``imagenet_densenet`` / ``cifar_densenet`` and passes
-# its own (``locals()`` holds exactly the parameters at that point), so a YAML typo fails when parsed.
-WeightsArg = str | Path | None
+@register_model
+def densenet121(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
+    """DenseNet-121 (torchvision's): 7,978,856 parameters with 1000 classes."""
+    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 24, 16), **kwargs)
 
 
 @register_model
-def densenet121(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 32,
-) -> DenseNet:
-    """DenseNet-121: k=32, blocks (6, 12, 24, 16); 7,978,856 parameters with 1000 classes."""
-    return imagenet_densenet("densenet121", **locals())
+def densenet161(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
+    """DenseNet-161 (torchvision's): 28,681,000 parameters."""
+    return build_backbone(DenseNet, growth_rate=48, block_config=(6, 12, 36, 24), stem_channels=96, **kwargs)
 
 
 @register_model
-def densenet161(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 32,
-) -> DenseNet:
-    """DenseNet-161: k=48, blocks (6, 12, 36, 24), 96-channel stem; 28,681,000 parameters."""
-    return imagenet_densenet("densenet161", **locals())
+def densenet169(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
+    """DenseNet-169 (torchvision's): 14,149,480 parameters."""
+    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 32, 32), **kwargs)
 
 
 @register_model
-def densenet169(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 32,
-) -> DenseNet:
-    """DenseNet-169: k=32, blocks (6, 12, 32, 32); 14,149,480 parameters."""
-    return imagenet_densenet("densenet169", **locals())
+def densenet201(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
+    """DenseNet-201 (torchvision's): 20,013,928 parameters."""
+    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 48, 32), **kwargs)
 
 
 @register_model
-def densenet201(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 32,
-) -> DenseNet:
-    """DenseNet-201: k=32, blocks (6, 12, 48, 32); 20,013,928 parameters."""
-    return imagenet_densenet("densenet201", **locals())
+def densenet264(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
+    """DenseNet-264 (paper Table 1; not in torchvision)."""
+    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 64, 48), **kwargs)
 
 
 @register_model
-def densenet264(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 32,
-) -> DenseNet:
-    """DenseNet-264: k=32, blocks (6, 12, 64, 48) (paper Table 1; not in torchvision)."""
-    return imagenet_densenet("densenet264", **locals())
-
-
-@register_model
-def densenet40_k12(
-    *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 4,
-) -> DenseNet:
+def densenet40_k12(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet, L=40, k=12 (paper: 1.0M parameters)."""
-    return cifar_densenet(40, 12, bottleneck=False, **locals())
+    return cifar_densenet(40, 12, bottleneck=False, **kwargs)
 
 
 @register_model
-def densenet100_k12(
-    *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 4,
-) -> DenseNet:
+def densenet100_k12(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet, L=100, k=12 (paper: 7.0M parameters)."""
-    return cifar_densenet(100, 12, bottleneck=False, **locals())
+    return cifar_densenet(100, 12, bottleneck=False, **kwargs)
 
 
 @register_model
-def densenet100_k24(
-    *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 4,
-) -> DenseNet:
+def densenet100_k24(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet, L=100, k=24 (paper: 27.2M parameters)."""
-    return cifar_densenet(100, 24, bottleneck=False, **locals())
+    return cifar_densenet(100, 24, bottleneck=False, **kwargs)
 
 
 @register_model
-def densenet_bc100_k12(
-    *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 4,
-) -> DenseNet:
+def densenet_bc100_k12(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet-BC, L=100, k=12 (paper: 0.8M parameters)."""
-    return cifar_densenet(100, 12, bottleneck=True, **locals())
+    return cifar_densenet(100, 12, bottleneck=True, **kwargs)
 
 
 @register_model
-def densenet_bc250_k24(
-    *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 4,
-) -> DenseNet:
+def densenet_bc250_k24(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet-BC, L=250, k=24 (paper: 15.3M parameters)."""
-    return cifar_densenet(250, 24, bottleneck=True, **locals())
+    return cifar_densenet(250, 24, bottleneck=True, **kwargs)
 
 
 @register_model
-def densenet_bc190_k40(
-    *, weights: WeightsArg = None, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int = 4,
-) -> DenseNet:
+def densenet_bc190_k40(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet-BC, L=190, k=40 (paper: 25.6M parameters)."""
-    return cifar_densenet(190, 40, bottleneck=True, **locals())
+    return cifar_densenet(190, 40, bottleneck=True, **kwargs)

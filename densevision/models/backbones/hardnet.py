@@ -19,17 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
-from densevision.models.backbones.common import ConvBNReLU, FeatureBackbone, load_backbone_weights
-from densevision.models.features import FeatureSpec, feature_name
+from densevision.models.backbones.common import ConvBNReLU
+from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec, feature_name
 from densevision.models.layers import NormLayer
-from densevision.models.registry import register_model
-
-WeightsArg = str | Path | None
+from densevision.models.registry import build_backbone, family_preset, register_model
 
 
 def harmonic_links(layer: int) -> list[int]:
@@ -162,6 +160,9 @@ class HarDNet(FeatureBackbone):
     Shapes: (N, in_chans, H, W) -> logits (N, num_classes) or {``c1``: (N, C1, ~H/2, ~W/2), ...}.
     """
 
+    first_conv = "stem.0.conv.weight"  # no timm HarDNet: files are densevision's, keys unchanged
+    weights_hint = "torch.save(model.state_dict(), 'hardnet68.pth') after training it with densevision"
+
     def __init__(
         self,
         *,
@@ -174,7 +175,10 @@ class HarDNet(FeatureBackbone):
         memory_efficient: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            in_chans=in_chans, num_classes=num_classes, features_only=features_only,
+            memory_efficient=memory_efficient,
+        )
         c = config
         if not len(c.stage_channels) == len(c.growth_rates) == len(c.layers) == len(c.downsample):
             raise ValueError(f"HarDNetConfig lists need one entry per stage, got {c}")
@@ -202,15 +206,10 @@ class HarDNet(FeatureBackbone):
                 specs.append(FeatureSpec(feature_name(stride), channels, stride))
                 self._tap_after[i] = specs[-1].name
                 stride *= 2
-        self._init_contract(
-            specs, in_chans=in_chans, num_classes=num_classes, features_only=features_only,
-            out_features=out_features, memory_efficient=memory_efficient,
-        )
+        self._set_features(specs, out_features)
         self.head_drop = nn.Dropout(c.head_dropout if drop_rate is None else drop_rate)
         self.classifier = nn.Linear(channels, self.num_classes) if self.num_classes > 0 else None
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self._init_weights(mode="fan_out")
 
     @staticmethod
     def _downsample(channels: int, depthwise: bool, norm_layer: NormLayer, stem: bool = False) -> nn.Module:
@@ -224,118 +223,61 @@ class HarDNet(FeatureBackbone):
         self._check_input(x)
         out: dict[str, Tensor] = {}
         x = self.stem(x)
-        if self._wants("c1"):
-            out["c1"] = x
-            if self._done("c1"):
-                return out
+        if self._tap(out, "c1", x):
+            return out
         x = self.stem_downsample(x)
         for i, stage in enumerate(self.stages):
             x = self._block(stage, x)
-            name = self._tap_after.get(i)
-            if name is not None and self._wants(name):
-                out[name] = x
-                if self._done(name):
-                    break
+            if self._tap(out, self._tap_after.get(i), x):
+                break
             if stage.downsample is not None:
                 x = stage.downsample(x)
         return out
 
-    def pool_features(self, last: Tensor) -> Tensor:
-        return self.head_drop(super().pool_features(last))
-
-    def load_weights(self, weights: str | Path) -> None:
-        load_hardnet_weights(self, weights)
-
     def stage_groups(self) -> list[list[nn.Module]]:
-        groups: list[list[nn.Module]] = [[self.stem, self.stem_downsample], []]
-        for i, stage in enumerate(self.stages):
-            groups[-1].append(stage)
-            if i in self._tap_after and i != len(self.stages) - 1:
-                groups.append([])
-        return groups
+        return self._group_stages([self.stem, self.stem_downsample], self.stages, self._tap_after)
 
 
-def load_hardnet_weights(model: HarDNet, weights: str | Path) -> None:
-    """Load a local densevision HarDNet state dict into ``model``, strictly (keys are not remapped).
+class HarDNetArgs(BackboneArgs, total=False):
+    """``BackboneArgs``, ``drop_rate`` (dropout before the classifier; None = the architecture's) and
+    ``norm_layer``."""
 
-    Raises:
-        ValueError, FileNotFoundError, WeightsError: see ``load_backbone_weights``.
-    """
-    load_backbone_weights(
-        model, weights, dict, first_conv="stem.0.conv.weight",
-        example="torch.save(model.state_dict(), 'hardnet68.pth') after training it with densevision",
-    )
+    drop_rate: float | None
+    norm_layer: NormLayer
 
 
-CONFIGS: dict[str, HarDNetConfig] = {
-    "hardnet39ds": HarDNetConfig(
+def hardnet(name: str, **kwargs: Unpack[HarDNetArgs]) -> HarDNet:
+    """A HarDNet preset by name (``hardnet68`` ...), with optional local densevision weights."""
+    return family_preset("hardnet*", name, "HarDNet", **kwargs)
+
+
+@register_model
+def hardnet39ds(**kwargs: Unpack[HarDNetArgs]) -> HarDNet:
+    """HarDNet-39DS (depthwise separable): paper 3.5M parameters with 1000 classes."""
+    config = HarDNetConfig(
         stem_channels=(24, 48), stage_channels=(96, 320, 640, 1024), growth_rates=(16, 20, 64, 160),
         layers=(4, 16, 8, 4), downsample=(True, True, True, False), multiplier=1.6, depthwise=True,
         head_dropout=0.05,
-    ),
-    "hardnet68": HarDNetConfig(
+    )
+    return build_backbone(HarDNet, config=config, **kwargs)
+
+
+@register_model
+def hardnet68(**kwargs: Unpack[HarDNetArgs]) -> HarDNet:
+    """HarDNet-68: paper 17.6M parameters with 1000 classes."""
+    config = HarDNetConfig(
         stem_channels=(32, 64), stage_channels=(128, 256, 320, 640, 1024), growth_rates=(14, 16, 20, 40, 160),
         layers=(8, 16, 16, 16, 4), downsample=(True, False, True, True, False),
-    ),
-    "hardnet85": HarDNetConfig(
+    )
+    return build_backbone(HarDNet, config=config, **kwargs)
+
+
+@register_model
+def hardnet85(**kwargs: Unpack[HarDNetArgs]) -> HarDNet:
+    """HarDNet-85: paper 36.7M parameters with 1000 classes."""
+    config = HarDNetConfig(
         stem_channels=(48, 96), stage_channels=(192, 256, 320, 480, 720, 1280),
         growth_rates=(24, 24, 28, 36, 48, 256), layers=(8, 16, 16, 16, 16, 4),
         downsample=(True, False, True, False, True, False), last_block_dropout=0.1, head_dropout=0.2,
-    ),
-}
-
-
-def hardnet(
-    name: str,
-    *,
-    weights: WeightsArg = None,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    features_only: bool = False,
-    out_features: Sequence[str] | None = None,
-    drop_rate: float | None = None,
-    memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-) -> HarDNet:
-    """A HarDNet by name (``hardnet68`` ...), with optional local densevision weights."""
-    if name not in CONFIGS:
-        raise ValueError(f"unknown HarDNet {name!r}; choose one of {list(CONFIGS)}")
-    model = HarDNet(
-        config=CONFIGS[name], drop_rate=drop_rate, num_classes=num_classes, in_chans=in_chans,
-        features_only=features_only, out_features=out_features, memory_efficient=memory_efficient,
-        norm_layer=norm_layer,
     )
-    if weights is not None:
-        load_hardnet_weights(model, weights)
-    return model
-
-
-# Presets pass their own keyword arguments on (``locals()`` holds exactly the parameters at that point).
-@register_model
-def hardnet39ds(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float | None = None, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-) -> HarDNet:
-    """HarDNet-39DS (depthwise separable): paper 3.5M parameters with 1000 classes."""
-    return hardnet("hardnet39ds", **locals())
-
-
-@register_model
-def hardnet68(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float | None = None, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-) -> HarDNet:
-    """HarDNet-68: paper 17.6M parameters with 1000 classes."""
-    return hardnet("hardnet68", **locals())
-
-
-@register_model
-def hardnet85(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float | None = None, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-) -> HarDNet:
-    """HarDNet-85: paper 36.7M parameters with 1000 classes."""
-    return hardnet("hardnet85", **locals())
+    return build_backbone(HarDNet, config=config, **kwargs)

@@ -17,22 +17,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
-from densevision.models.backbones.common import (
-    EffectiveSE,
-    FeatureBackbone,
-    LayerNorm2d,
-    load_backbone_weights,
-)
-from densevision.models.features import FeatureSpec, feature_name
-from densevision.models.registry import register_model
-
-WeightsArg = str | Path | None
+from densevision.models.backbones.common import EffectiveSE, LayerNorm2d
+from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec, feature_name
+from densevision.models.registry import build_backbone, family_preset, register_model
 
 
 class _RDNetLayer(nn.Module):
@@ -87,128 +79,6 @@ class _RDNetStage(nn.Module):
         self.out_channels = in_channels + num_layers * growth_rate
 
 
-class RDNet(FeatureBackbone):
-    """RDNet classifier or feature extractor built from explicit per-stage arguments.
-
-    Args:
-        growth_rates: channels each dense layer of a stage adds, one entry per stage.
-        downsample: whether each stage's transition halves the resolution (the first stage has no
-            transition: its entry must be False).
-        ese: whether each stage's layers end with effective squeeze-excitation.
-        layers_per_stage: dense layers in each stage.
-        stem_channels: output channels of the 4x4/4 patchify stem.
-        expansion: hidden width of a layer's 1x1 convs as a multiple of its input channels.
-        compression: transition output channels = floor(compression * input / 8) * 8.
-        ls_init: initial layer-scale value.
-        drop_rate: dropout before the classifier.
-        num_classes: classifier outputs; 0 = no classifier (``forward`` returns pooled features).
-        in_chans: input image channels.
-        features_only: ``forward`` returns the feature dict; no head is built.
-        out_features: names of the features to return (default: all); later stages are not run.
-        memory_efficient: recompute each dense layer (concat included) in backward instead of storing it.
-
-    Shapes: (N, in_chans, H, W) -> logits (N, num_classes) or {``c2``: (N, C2, ~H/4, ~W/4), ...}.
-    """
-
-    def __init__(
-        self,
-        *,
-        growth_rates: Sequence[int],
-        downsample: Sequence[bool],
-        ese: Sequence[bool],
-        layers_per_stage: int = 3,
-        stem_channels: int = 64,
-        expansion: float = 4.0,
-        compression: float = 0.5,
-        ls_init: float = 1e-6,
-        drop_rate: float = 0.0,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        features_only: bool = False,
-        out_features: Sequence[str] | None = None,
-        memory_efficient: bool = False,
-    ) -> None:
-        super().__init__()
-        if not growth_rates or not len(growth_rates) == len(downsample) == len(ese) or downsample[0]:
-            raise ValueError(
-                f"growth_rates, downsample and ese need one entry per stage and the first stage cannot "
-                f"downsample; got {len(growth_rates)}, {len(downsample)}, {len(ese)} entries, "
-                f"downsample={tuple(downsample)}"
-            )
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_channels, kernel_size=4, stride=4),
-                                  LayerNorm2d(stem_channels))
-        self.stages = nn.ModuleList()
-        specs: list[FeatureSpec] = []
-        self._tap_after: dict[int, str] = {}
-        channels, stride = stem_channels, 4
-        for i, growth in enumerate(growth_rates):
-            transition = None
-            if i > 0:
-                out = int(channels * compression / 8) * 8
-                transition = _Transition(channels, out, downsample[i])
-                channels, stride = out, stride * (2 if downsample[i] else 1)
-            stage = _RDNetStage(transition, channels, layers_per_stage, growth, expansion, ese[i], ls_init)
-            self.stages.append(stage)
-            channels = stage.out_channels
-            if i == len(growth_rates) - 1 or downsample[i + 1]:
-                specs.append(FeatureSpec(feature_name(stride), channels, stride))
-                self._tap_after[i] = specs[-1].name
-        self._init_contract(
-            specs, in_chans=in_chans, num_classes=num_classes, features_only=features_only,
-            out_features=out_features, memory_efficient=memory_efficient,
-        )
-        # timm's head order: pool -> LayerNorm -> dropout -> linear (the RDNet weights' order).
-        self.head_norm = None if features_only else nn.LayerNorm(channels, eps=1e-6)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(channels, self.num_classes) if self.num_classes > 0 else None
-        _init_weights(self)
-
-    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
-        """(N, in_chans, H, W) -> {name: (N, C, ~H / stride, ~W / stride)} for the selected features."""
-        self._check_input(x)
-        x = self.stem(x)
-        out: dict[str, Tensor] = {}
-        for i, stage in enumerate(self.stages):
-            if stage.transition is not None:
-                x = stage.transition(x)
-            features = [x]
-            for layer in stage.layers:
-                features.append(self._block(layer, *features))
-            x = torch.cat(features, 1)
-            name = self._tap_after.get(i)
-            if name is not None and self._wants(name):
-                out[name] = x
-                if self._done(name):
-                    break
-        return out
-
-    def pool_features(self, last: Tensor) -> Tensor:
-        pooled = torch.flatten(F.adaptive_avg_pool2d(last, 1), 1)
-        pooled = self.head_norm(pooled) if self.head_norm is not None else pooled
-        return self.head_drop(pooled)
-
-    def load_weights(self, weights: str | Path) -> None:
-        load_rdnet_weights(self, weights)
-
-    def stage_groups(self) -> list[list[nn.Module]]:
-        groups: list[list[nn.Module]] = [[self.stem], []]
-        for i, stage in enumerate(self.stages):
-            groups[-1].append(stage)
-            if i in self._tap_after and i != len(self.stages) - 1:
-                groups.append([])
-        if self.head_norm is not None:
-            groups[-1].append(self.head_norm)
-        return groups
-
-
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight)
-        elif isinstance(m, nn.Linear):
-            nn.init.constant_(m.bias, 0)
-
-
 _TIMM_LAYER = re.compile(r"^dense_stages\.(\d+)\.(\d+)\.(.+)$")
 _TIMM_MIXER = {"0": "conv_dw", "1": "norm", "2": "fc1", "4": "fc2", "5": "se"}
 
@@ -242,91 +112,154 @@ def remap_timm_rdnet_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return remapped
 
 
-def load_rdnet_weights(model: RDNet, weights: str | Path) -> None:
-    """Load a local timm ``rdnet_*`` (or densevision) state dict into ``model``, strictly.
+class RDNet(FeatureBackbone):
+    """RDNet classifier or feature extractor built from explicit per-stage arguments.
 
-    Raises:
-        ValueError, FileNotFoundError, WeightsError: see ``load_backbone_weights``.
+    Args:
+        growth_rates: channels each dense layer of a stage adds, one entry per stage.
+        downsample: whether each stage's transition halves the resolution (the first stage has no
+            transition: its entry must be False).
+        ese: whether each stage's layers end with effective squeeze-excitation.
+        layers_per_stage: dense layers in each stage.
+        stem_channels: output channels of the 4x4/4 patchify stem.
+        expansion: hidden width of a layer's 1x1 convs as a multiple of its input channels.
+        compression: transition output channels = floor(compression * input / 8) * 8.
+        ls_init: initial layer-scale value.
+        drop_rate: dropout before the classifier.
+        num_classes: classifier outputs; 0 = no classifier (``forward`` returns pooled features).
+        in_chans: input image channels.
+        features_only: ``forward`` returns the feature dict; no head is built.
+        out_features: names of the features to return (default: all); later stages are not run.
+        memory_efficient: recompute each dense layer (concat included) in backward instead of storing it.
+
+    Shapes: (N, in_chans, H, W) -> logits (N, num_classes) or {``c2``: (N, C2, ~H/4, ~W/4), ...}.
     """
-    load_backbone_weights(
-        model, weights, remap_timm_rdnet_keys, first_conv="stem.0.weight",
-        example="torch.save(timm.create_model('rdnet_tiny', pretrained=True).state_dict(), 'rdnet_tiny.pth')",
+
+    remap_weight_keys = staticmethod(remap_timm_rdnet_keys)
+    first_conv = "stem.0.weight"
+    weights_hint = (
+        "torch.save(timm.create_model('rdnet_tiny', pretrained=True).state_dict(), 'rdnet_tiny.pth'), then "
+        "pass weights='rdnet_tiny.pth'"
+    )
+
+    def __init__(
+        self,
+        *,
+        growth_rates: Sequence[int],
+        downsample: Sequence[bool],
+        ese: Sequence[bool],
+        layers_per_stage: int = 3,
+        stem_channels: int = 64,
+        expansion: float = 4.0,
+        compression: float = 0.5,
+        ls_init: float = 1e-6,
+        drop_rate: float = 0.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        features_only: bool = False,
+        out_features: Sequence[str] | None = None,
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__(
+            in_chans=in_chans, num_classes=num_classes, features_only=features_only,
+            memory_efficient=memory_efficient,
+        )
+        if not growth_rates or not len(growth_rates) == len(downsample) == len(ese) or downsample[0]:
+            raise ValueError(
+                f"growth_rates, downsample and ese need one entry per stage and the first stage cannot "
+                f"downsample; got {len(growth_rates)}, {len(downsample)}, {len(ese)} entries, "
+                f"downsample={tuple(downsample)}"
+            )
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_channels, kernel_size=4, stride=4),
+                                  LayerNorm2d(stem_channels))
+        self.stages = nn.ModuleList()
+        specs: list[FeatureSpec] = []
+        self._tap_after: dict[int, str] = {}
+        channels, stride = stem_channels, 4
+        for i, growth in enumerate(growth_rates):
+            transition = None
+            if i > 0:
+                out = int(channels * compression / 8) * 8
+                transition = _Transition(channels, out, downsample[i])
+                channels, stride = out, stride * (2 if downsample[i] else 1)
+            stage = _RDNetStage(transition, channels, layers_per_stage, growth, expansion, ese[i], ls_init)
+            self.stages.append(stage)
+            channels = stage.out_channels
+            if i == len(growth_rates) - 1 or downsample[i + 1]:
+                specs.append(FeatureSpec(feature_name(stride), channels, stride))
+                self._tap_after[i] = specs[-1].name
+        self._set_features(specs, out_features)
+        # timm's head order: pool -> LayerNorm -> dropout -> linear (the RDNet weights' order).
+        self.head_norm = None if features_only else nn.LayerNorm(channels, eps=1e-6)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(channels, self.num_classes) if self.num_classes > 0 else None
+        self._init_weights()
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        """(N, in_chans, H, W) -> {name: (N, C, ~H / stride, ~W / stride)} for the selected features."""
+        self._check_input(x)
+        x = self.stem(x)
+        out: dict[str, Tensor] = {}
+        for i, stage in enumerate(self.stages):
+            if stage.transition is not None:
+                x = stage.transition(x)
+            features = [x]
+            for layer in stage.layers:
+                features.append(self._block(layer, *features))
+            x = torch.cat(features, 1)
+            if self._tap(out, self._tap_after.get(i), x):
+                break
+        return out
+
+    def stage_groups(self) -> list[list[nn.Module]]:
+        groups = self._group_stages([self.stem], self.stages, self._tap_after)
+        if self.head_norm is not None:
+            groups[-1].append(self.head_norm)
+        return groups
+
+
+class RDNetArgs(BackboneArgs, total=False):
+    """``BackboneArgs`` and ``drop_rate``: dropout before the classifier."""
+
+    drop_rate: float
+
+
+def rdnet(name: str, **kwargs: Unpack[RDNetArgs]) -> RDNet:
+    """An RDNet preset by name (``rdnet_tiny`` ...), with optional local timm-format weights."""
+    return family_preset("rdnet_*", name, "RDNet", **kwargs)
+
+
+def _create_rdnet(
+    stem_channels: int, growth_rates: tuple[int, ...], downsample_at: tuple[int, ...], **kwargs: object
+) -> RDNet:
+    """timm's RDNets: 3 layers per stage, the stages in ``downsample_at`` halve the resolution, effective
+    SE from the third stage on."""
+    stages = range(len(growth_rates))
+    return build_backbone(
+        RDNet, stem_channels=stem_channels, growth_rates=growth_rates,
+        downsample=[i in downsample_at for i in stages], ese=[i >= 2 for i in stages], **kwargs,
     )
 
 
-# (stem channels, growth rates, downsampling stages); 3 layers per stage, the first two stages without SE.
-_CONFIGS: dict[str, tuple[int, tuple[int, ...], frozenset[int]]] = {
-    "rdnet_tiny": (64, (64, 104, 128, 128, 128, 128, 224), frozenset({1, 2, 6})),
-    "rdnet_small": (72, (64, 128, *(128,) * 7, 240, 240), frozenset({1, 2, 9})),
-    "rdnet_base": (120, (96, 128, *(168,) * 7, 336, 336), frozenset({1, 2, 9})),
-    "rdnet_large": (144, (128, 192, *(256,) * 8, 360, 360), frozenset({1, 2, 10})),
-}
-
-
-def rdnet(
-    name: str,
-    *,
-    weights: WeightsArg = None,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    features_only: bool = False,
-    out_features: Sequence[str] | None = None,
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-) -> RDNet:
-    """An RDNet by name (``rdnet_tiny`` ...), with optional local timm-format weights."""
-    if name not in _CONFIGS:
-        raise ValueError(f"unknown RDNet {name!r}; choose one of {list(_CONFIGS)}")
-    stem_channels, growth_rates, down = _CONFIGS[name]
-    model = RDNet(
-        growth_rates=growth_rates,
-        downsample=[i in down for i in range(len(growth_rates))],
-        ese=[i >= 2 for i in range(len(growth_rates))],
-        stem_channels=stem_channels,
-        drop_rate=drop_rate,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        features_only=features_only,
-        out_features=out_features,
-        memory_efficient=memory_efficient,
-    )
-    if weights is not None:
-        load_rdnet_weights(model, weights)
-    return model
-
-
-# Presets pass their own keyword arguments on (``locals()`` holds exactly the parameters at that point).
 @register_model
-def rdnet_tiny(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-) -> RDNet:
-    """RDNet-T: 7 stages of 3 layers, 64-channel stem; 23,863,008 parameters with 1000 classes (= timm)."""
-    return rdnet("rdnet_tiny", **locals())
+def rdnet_tiny(**kwargs: Unpack[RDNetArgs]) -> RDNet:
+    """RDNet-T: 7 stages; 23,863,008 parameters with 1000 classes (= timm)."""
+    return _create_rdnet(64, (64, 104, 128, 128, 128, 128, 224), downsample_at=(1, 2, 6), **kwargs)
 
 
 @register_model
-def rdnet_small(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-) -> RDNet:
-    """RDNet-S: 11 stages of 3 layers, 72-channel stem."""
-    return rdnet("rdnet_small", **locals())
+def rdnet_small(**kwargs: Unpack[RDNetArgs]) -> RDNet:
+    """RDNet-S: 11 stages."""
+    return _create_rdnet(72, (64, 128, *(128,) * 7, 240, 240), downsample_at=(1, 2, 9), **kwargs)
 
 
 @register_model
-def rdnet_base(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-) -> RDNet:
-    """RDNet-B: 11 stages of 3 layers, 120-channel stem."""
-    return rdnet("rdnet_base", **locals())
+def rdnet_base(**kwargs: Unpack[RDNetArgs]) -> RDNet:
+    """RDNet-B: 11 stages, wider than RDNet-S."""
+    return _create_rdnet(120, (96, 128, *(168,) * 7, 336, 336), downsample_at=(1, 2, 9), **kwargs)
 
 
 @register_model
-def rdnet_large(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-) -> RDNet:
-    """RDNet-L: 12 stages of 3 layers, 144-channel stem."""
-    return rdnet("rdnet_large", **locals())
+def rdnet_large(**kwargs: Unpack[RDNetArgs]) -> RDNet:
+    """RDNet-L: 12 stages."""
+    return _create_rdnet(144, (128, 192, *(256,) * 8, 360, 360), downsample_at=(1, 2, 10), **kwargs)

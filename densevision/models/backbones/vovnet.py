@@ -19,22 +19,15 @@ with one renaming (``remap_timm_vovnet_keys``: ``head.fc`` -> ``classifier``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
-from densevision.models.backbones.common import (
-    ConvBNReLU,
-    EffectiveSE,
-    FeatureBackbone,
-    load_backbone_weights,
-)
-from densevision.models.features import FeatureSpec
+from densevision.models.backbones.common import ConvBNReLU, EffectiveSE
+from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec
 from densevision.models.layers import NormLayer
-from densevision.models.registry import register_model
-
-WeightsArg = str | Path | None
+from densevision.models.registry import build_backbone, family_preset, register_model
 
 
 class _OSAModule(nn.Module):
@@ -83,6 +76,15 @@ class _OSAStage(nn.Module):
         ))
 
 
+def remap_timm_vovnet_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """timm's ``VovNet`` keys -> densevision's: only the classifier moves (``head.fc`` -> ``classifier``);
+    densevision keys pass unchanged."""
+    return {
+        ("classifier." + key[len("head.fc."):] if key.startswith("head.fc.") else key): value
+        for key, value in state_dict.items()
+    }
+
+
 class VoVNet(FeatureBackbone):
     """VoVNet-V2 classifier or feature extractor.
 
@@ -104,6 +106,13 @@ class VoVNet(FeatureBackbone):
     ``c5``: (N, 1024, ~H/32, ~W/32)}.
     """
 
+    remap_weight_keys = staticmethod(remap_timm_vovnet_keys)
+    first_conv = "stem.0.conv.weight"
+    weights_hint = (
+        "torch.save(timm.create_model('ese_vovnet39b', pretrained=True).state_dict(), 'vovnet39.pth'), "
+        "then pass weights='vovnet39.pth'"
+    )
+
     def __init__(
         self,
         *,
@@ -120,7 +129,10 @@ class VoVNet(FeatureBackbone):
         memory_efficient: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            in_chans=in_chans, num_classes=num_classes, features_only=features_only,
+            memory_efficient=memory_efficient,
+        )
         counts = [len(stem_channels), len(modules_per_stage), len(mid_channels), len(out_channels)]
         if counts != [3, 4, 4, 4] or min(modules_per_stage) < 1 or layers_per_module < 1:
             raise ValueError(
@@ -145,143 +157,61 @@ class VoVNet(FeatureBackbone):
             channels = out_channels[i]
             specs.append(FeatureSpec(f"c{i + 2}", channels, 2 ** (i + 2)))
         self.stages = nn.Sequential(*stages)
-        self._init_contract(
-            specs, in_chans=in_chans, num_classes=num_classes, features_only=features_only,
-            out_features=out_features, memory_efficient=memory_efficient,
-        )
+        self._set_features(specs, out_features)
         self.head_drop = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(channels, self.num_classes) if self.num_classes > 0 else None
-        _init_weights(self)
+        self._init_weights(mode="fan_out")
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         """(N, in_chans, H, W) -> {name: (N, C, ~H / stride, ~W / stride)} for the selected features."""
         self._check_input(x)
         out: dict[str, Tensor] = {}
         x = self.stem[1](self.stem[0](x))
-        if self._wants("c1"):
-            out["c1"] = x
-            if self._done("c1"):
-                return out
+        if self._tap(out, "c1", x):
+            return out
         x = self.stem[2](x)
         for i, stage in enumerate(self.stages):
             if stage.pool is not None:
                 x = stage.pool(x)
             for block in stage.blocks:
                 x = self._block(block, x)
-            name = f"c{i + 2}"
-            if self._wants(name):
-                out[name] = x
-                if self._done(name):
-                    break
+            if self._tap(out, f"c{i + 2}", x):
+                break
         return out
-
-    def pool_features(self, last: Tensor) -> Tensor:
-        return self.head_drop(super().pool_features(last))
-
-    def load_weights(self, weights: str | Path) -> None:
-        load_vovnet_weights(self, weights)
 
     def stage_groups(self) -> list[list[nn.Module]]:
         return [[self.stem], *([stage] for stage in self.stages)]
 
 
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.Linear):
-            nn.init.zeros_(m.bias)
+class VoVNetArgs(BackboneArgs, total=False):
+    """``BackboneArgs`` and ``drop_rate`` (dropout before the classifier), ``norm_layer``."""
+
+    drop_rate: float
+    norm_layer: NormLayer
 
 
-def remap_timm_vovnet_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """timm's ``VovNet`` keys -> densevision's: only the classifier moves (``head.fc`` -> ``classifier``);
-    densevision keys pass unchanged."""
-    return {
-        ("classifier." + key[len("head.fc."):] if key.startswith("head.fc.") else key): value
-        for key, value in state_dict.items()
-    }
-
-
-def load_vovnet_weights(model: VoVNet, weights: str | Path) -> None:
-    """Load a local timm ``ese_vovnet*b`` (or densevision) state dict into ``model``, strictly.
-
-    Raises:
-        ValueError, FileNotFoundError, WeightsError: see ``load_backbone_weights``.
-    """
-    load_backbone_weights(
-        model, weights, remap_timm_vovnet_keys, first_conv="stem.0.conv.weight",
-        example="torch.save(timm.create_model('ese_vovnet39b', pretrained=True).state_dict(), "
-        "'vovnet39.pth')",
-    )
-
-
-_MODULES_PER_STAGE: dict[str, tuple[int, int, int, int]] = {
-    "vovnet39": (1, 1, 2, 2),
-    "vovnet57": (1, 1, 4, 3),
-    "vovnet99": (1, 3, 9, 3),
-}
-
-
-def vovnet(
-    name: str,
-    *,
-    weights: WeightsArg = None,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    features_only: bool = False,
-    out_features: Sequence[str] | None = None,
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-) -> VoVNet:
-    """A VoVNet-V2 (eSE) by name (``vovnet39`` ...), with optional local timm-format weights.
+def vovnet(name: str, **kwargs: Unpack[VoVNetArgs]) -> VoVNet:
+    """A VoVNet-V2 (eSE) preset by name (``vovnet39`` ...), with optional local timm-format weights.
 
     Weights load into BatchNorm layers; to get ``FrozenBatchNorm2d`` with weights, load first and convert
     (``densevision.models.detection.convert_to_frozen_batchnorm``), as the detectors do.
     """
-    if name not in _MODULES_PER_STAGE:
-        raise ValueError(f"unknown VoVNet {name!r}; choose one of {list(_MODULES_PER_STAGE)}")
-    model = VoVNet(
-        modules_per_stage=_MODULES_PER_STAGE[name],
-        drop_rate=drop_rate,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        features_only=features_only,
-        out_features=out_features,
-        memory_efficient=memory_efficient,
-        norm_layer=norm_layer,
-    )
-    if weights is not None:
-        load_vovnet_weights(model, weights)
-    return model
-
-
-# Presets pass their own keyword arguments on (``locals()`` holds exactly the parameters at that point).
-@register_model
-def vovnet39(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-) -> VoVNet:
-    """VoVNet-V2-39 with eSE (timm ``ese_vovnet39b``): OSA modules (1, 1, 2, 2); 24,568,936 parameters."""
-    return vovnet("vovnet39", **locals())
+    return family_preset("vovnet*", name, "VoVNet", **kwargs)
 
 
 @register_model
-def vovnet57(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-) -> VoVNet:
-    """VoVNet-V2-57 with eSE (timm ``ese_vovnet57b``): OSA modules (1, 1, 4, 3)."""
-    return vovnet("vovnet57", **locals())
+def vovnet39(**kwargs: Unpack[VoVNetArgs]) -> VoVNet:
+    """VoVNet-V2-39 with eSE (timm ``ese_vovnet39b``); 24,568,936 parameters with 1000 classes."""
+    return build_backbone(VoVNet, modules_per_stage=(1, 1, 2, 2), **kwargs)
 
 
 @register_model
-def vovnet99(
-    *, weights: WeightsArg = None, num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
-    out_features: Sequence[str] | None = None, drop_rate: float = 0.0, memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
-) -> VoVNet:
-    """VoVNet-V2-99 with eSE (timm ``ese_vovnet99b``): OSA modules (1, 3, 9, 3)."""
-    return vovnet("vovnet99", **locals())
+def vovnet57(**kwargs: Unpack[VoVNetArgs]) -> VoVNet:
+    """VoVNet-V2-57 with eSE (timm ``ese_vovnet57b``)."""
+    return build_backbone(VoVNet, modules_per_stage=(1, 1, 4, 3), **kwargs)
+
+
+@register_model
+def vovnet99(**kwargs: Unpack[VoVNetArgs]) -> VoVNet:
+    """VoVNet-V2-99 with eSE (timm ``ese_vovnet99b``)."""
+    return build_backbone(VoVNet, modules_per_stage=(1, 3, 9, 3), **kwargs)

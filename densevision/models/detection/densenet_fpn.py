@@ -1,330 +1,156 @@
-"""DenseNet-FPN detectors: torchvision's Faster R-CNN, Mask R-CNN, RetinaNet and FCOS on a DenseNet + FPN.
+"""Registered DenseNet-FPN detectors: ``{fasterrcnn,maskrcnn,retinanet,fcos}_densenet{121,161,169,201}_fpn``
+on an ImageNet DenseNet + 256-channel FPN, and ``*_densenet_tiny_fpn`` on a tiny CPU DenseNet + 64-channel
+FPN. Each is ``create_detector`` (``densevision.models.detection.factory``) with its kind and backbone
+fixed, taking the keyword arguments of ``DetectorArgs``.
 
-Ren et al., "Faster R-CNN", NeurIPS 2015; He et al., "Mask R-CNN", ICCV 2017; Lin et al., "Focal Loss for
-Dense Object Detection", ICCV 2017; Tian et al., "FCOS", ICCV 2019; backbone: Huang et al., "Densely
-Connected Convolutional Networks", CVPR 2017.
+Huang et al., "Densely Connected Convolutional Networks", CVPR 2017; detectors as in ``factory``.
 
-The detectors are torchvision's; only the backbone (``DenseNetFPNBackbone``) and the choices torchvision's
-``*_resnet50_fpn`` builders make are reproduced: R-CNNs use C2..C5 + max-pool P6 with one anchor size per
-level (8 x stride: 32..512), RetinaNet and FCOS use C3..C5 + conv P6/P7 from P5, with three octave scales
-(4 x stride x 2^(k/3)) or one point (size = stride) per location. Default anchors follow the strides, so
-they stay right when ``returned_stages`` changes.
-
-Labels: every detector takes ``num_classes`` including slot 0, and targets use labels ``1..num_classes-1``.
-Faster/Mask R-CNN treat 0 as background; RetinaNet and FCOS score each slot with a sigmoid and slot 0 is
-never a target (torchvision's COCO convention: 91 = the 90 COCO category ids + 0). So one dataset with
-labels 1..K trains every kind with ``num_classes=K+1``.
-
-Small backbone: the ``*_densenet_tiny_fpn`` presets (DenseNet k=16, blocks (2, 4, 6, 4), 32-channel stem,
-64-channel FPN; 0.25M backbone and 0.8-1.5M parameters in all) train from scratch on a CPU; pass a small
-``min_size``/``max_size`` (the image size) for speed. ``densenet_fpn_detector`` takes any features-only
-``DenseNet``, e.g. from YAML::
-
-    model:
-      class_path: densevision.models.detection.densenet_fpn_detector
-      init_args:
-        kind: fcos
-        num_classes: 6
-        fpn_channels: 64
-        backbone:
-          class_path: densevision.models.backbones.DenseNet
-          init_args: {growth_rate: 12, block_config: [2, 4, 6, 4], features_only: true}
+Small backbone: the tiny presets (DenseNet k=16, blocks (2, 4, 6, 4), 32-channel stem, 64-channel FPN;
+0.25M backbone and 0.8-1.5M parameters in all) train from scratch on a CPU; pass a small
+``min_size``/``max_size`` (the image size) for speed.
 """
 
-from __future__ import annotations
-
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
-
-from torch import nn
+# No ``from __future__ import annotations``: the presets' return annotations stay classes, which
+# LightningCLI reads to accept a preset as a ``class_path``.
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
+from typing_extensions import Unpack
 
-from densevision.models.backbones.densenet import DenseNet, imagenet_densenet
-from densevision.models.detection.fpn_backbone import DenseNetFPNBackbone, densenet_fpn_backbone
-from densevision.models.features import FeatureSpec
-from densevision.models.necks.fpn import ExtraLevels
+from densevision.models.backbones.densenet import (
+    DenseNet,
+    DenseNetArgs,
+    densenet121,
+    densenet161,
+    densenet169,
+    densenet201,
+)
+from densevision.models.detection.factory import DetectorArgs, create_detector, fpn_detector
 from densevision.models.registry import register_model
 
-DetectorKind = Literal["fasterrcnn", "maskrcnn", "retinanet", "fcos"]
-Detector = FasterRCNN | MaskRCNN | RetinaNet | FCOS
-AnchorSizes = Sequence[Sequence[int]]
-AspectRatios = Sequence[Sequence[float]]
-WeightsArg = str | Path | None
+# The factory's first name, from when it took DenseNets only; every family goes through it.
+densenet_fpn_detector = fpn_detector
+_TINY_FPN: DetectorArgs = {"fpn_channels": 64}
 
 
-@dataclass(frozen=True)
-class _KindDefaults:
-    """What torchvision's ``<kind>_resnet50_fpn`` builder uses, as a function of the feature strides."""
-
-    returned_stages: tuple[str, ...]
-    extra_levels: ExtraLevels
-    sizes: Callable[[int], tuple[int, ...]]
-    aspect_ratios: tuple[float, ...]
+def _densenet_tiny(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
+    """DenseNet k=16, blocks (2, 4, 6, 4), 32-channel stem: 0.25M parameters, trains on a CPU."""
+    return DenseNet(growth_rate=16, block_config=(2, 4, 6, 4), stem_channels=32, **kwargs)
 
 
-_RCNN = _KindDefaults(("c2", "c3", "c4", "c5"), "pool", lambda s: (8 * s,), (0.5, 1.0, 2.0))
-_KINDS: dict[str, _KindDefaults] = {
-    "fasterrcnn": _RCNN,
-    "maskrcnn": _RCNN,
-    # three octave scales per level, as torchvision's RetinaNet: 32 x (1, 2^(1/3), 2^(2/3)) at stride 8
-    "retinanet": _KindDefaults(
-        ("c3", "c4", "c5"),
-        "p6p7",
-        lambda s: tuple(int(4 * s * 2 ** (k / 3)) for k in range(3)),
-        (0.5, 1.0, 2.0),
-    ),
-    "fcos": _KindDefaults(("c3", "c4", "c5"), "p6p7", lambda s: (s,), (1.0,)),
-}
+@register_model
+def fasterrcnn_densenet121_fpn(**kwargs: Unpack[DetectorArgs]) -> FasterRCNN:
+    """Faster R-CNN, DenseNet-121 + FPN (P2-P6)."""
+    return create_detector("fasterrcnn", densenet121, **kwargs)
 
 
-def _check_per_map(name: str, values: Sequence, maps: Sequence[FeatureSpec]) -> list[tuple]:
-    described = ", ".join(spec.name for spec in maps)
-    if len(values) != len(maps):
-        raise ValueError(
-            f"{name} has {len(values)} entries but the backbone returns {len(maps)} feature maps "
-            f"({described}): give one tuple per map, finest first"
-        )
-    for i, entry in enumerate(values):
-        if isinstance(entry, (int, float)) or not entry or any(v <= 0 for v in entry):
-            raise ValueError(
-                f"{name}[{i}] = {entry!r}: each entry must be a non-empty tuple of positive values for map "
-                f"{maps[i].name}, e.g. {name}=((32,), (64,), ...)"
-            )
-    return [tuple(entry) for entry in values]
+@register_model
+def fasterrcnn_densenet161_fpn(**kwargs: Unpack[DetectorArgs]) -> FasterRCNN:
+    """Faster R-CNN, DenseNet-161 + FPN (P2-P6)."""
+    return create_detector("fasterrcnn", densenet161, **kwargs)
 
 
-def build_anchor_generator(
-    kind: DetectorKind,
-    maps: Sequence[FeatureSpec],
-    anchor_sizes: AnchorSizes | None = None,
-    aspect_ratios: AspectRatios | None = None,
-) -> AnchorGenerator:
-    """The anchor generator for ``kind`` over the pyramid ``maps`` (torchvision's defaults when None).
-
-    Raises:
-        ValueError: the number of size / ratio tuples differs from the number of maps, an entry is not a
-            tuple of positive values, the maps get different anchor counts per location (the head is
-            shared by all maps), or FCOS gets more than one anchor per location.
-    """
-    defaults = _KINDS[kind]
-    sizes = [defaults.sizes(spec.stride) for spec in maps] if anchor_sizes is None else anchor_sizes
-    ratios = [defaults.aspect_ratios] * len(maps) if aspect_ratios is None else aspect_ratios
-    sizes = _check_per_map("anchor_sizes", sizes, maps)
-    ratios = _check_per_map("aspect_ratios", ratios, maps)
-    per_location = [len(s) * len(r) for s, r in zip(sizes, ratios, strict=True)]
-    if len(set(per_location)) > 1:
-        raise ValueError(
-            f"anchors per location (sizes x aspect ratios) differ between maps: {per_location}; the "
-            "detector head is shared by all maps, so give every map the same number of sizes and ratios"
-        )
-    if kind == "fcos" and per_location[0] != 1:
-        raise ValueError(
-            f"FCOS predicts one point per location, but anchor_sizes x aspect_ratios gives {per_location[0]}"
-            " anchors per location: give one size and aspect_ratios ((1.0,),) * number of maps"
-        )
-    return AnchorGenerator(tuple(sizes), tuple(ratios))
+@register_model
+def fasterrcnn_densenet169_fpn(**kwargs: Unpack[DetectorArgs]) -> FasterRCNN:
+    """Faster R-CNN, DenseNet-169 + FPN (P2-P6)."""
+    return create_detector("fasterrcnn", densenet169, **kwargs)
 
 
-def _rcnn_heads(kind: DetectorKind, backbone: DenseNetFPNBackbone, num_classes: int) -> dict[str, nn.Module]:
-    """RoI poolers on the backbone's level names and heads whose widths follow the FPN's (equal to
-    torchvision's defaults at 256 channels: 1024-wide box MLP, four 256-channel mask convs)."""
-    channels = backbone.out_channels
-    heads: dict[str, nn.Module] = {
-        "box_roi_pool": MultiScaleRoIAlign(backbone.featmap_names, output_size=7, sampling_ratio=2),
-        "box_head": TwoMLPHead(channels * 7 * 7, 4 * channels),
-        "box_predictor": FastRCNNPredictor(4 * channels, num_classes),
-    }
-    if kind == "maskrcnn":
-        heads["mask_roi_pool"] = MultiScaleRoIAlign(backbone.featmap_names, output_size=14, sampling_ratio=2)
-        heads["mask_head"] = MaskRCNNHeads(channels, (channels,) * 4, 1)
-        heads["mask_predictor"] = MaskRCNNPredictor(channels, channels, num_classes)
-    return heads
+@register_model
+def fasterrcnn_densenet201_fpn(**kwargs: Unpack[DetectorArgs]) -> FasterRCNN:
+    """Faster R-CNN, DenseNet-201 + FPN (P2-P6)."""
+    return create_detector("fasterrcnn", densenet201, **kwargs)
 
 
-def _check_detector_args(
-    kind: DetectorKind, num_classes: int, min_size: int, max_size: int, fpn_channels: int
-) -> None:
-    if kind not in _KINDS:
-        raise ValueError(f"unknown detector kind {kind!r}; choose one of {list(_KINDS)}")
-    if num_classes < 2:
-        raise ValueError(
-            f"num_classes must be >= 2 (slot 0 plus at least one class: labels run 1..num_classes-1), "
-            f"got {num_classes}"
-        )
-    if not 1 <= min_size <= max_size:
-        raise ValueError(f"need 1 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
-    if fpn_channels < 1:
-        raise ValueError(f"fpn_channels must be >= 1, got {fpn_channels}")
-    if kind == "fcos" and fpn_channels % 32:
-        raise ValueError(
-            f"FCOS's head normalises with GroupNorm(32, fpn_channels): fpn_channels must be a multiple "
-            f"of 32, got {fpn_channels}"
-        )
+@register_model
+def fasterrcnn_densenet_tiny_fpn(**kwargs: Unpack[DetectorArgs]) -> FasterRCNN:
+    """Faster R-CNN, tiny DenseNet + 64-channel FPN (P2-P6)."""
+    return create_detector("fasterrcnn", _densenet_tiny, **(_TINY_FPN | kwargs))
 
 
-def densenet_fpn_detector(
-    *,
-    kind: DetectorKind,
-    backbone: nn.Module,
-    num_classes: int = 91,
-    weights_backbone: WeightsArg = None,
-    trainable_stages: int | None = None,
-    frozen_bn: bool | None = None,
-    min_size: int = 800,
-    max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None,
-    aspect_ratios: AspectRatios | None = None,
-    fpn_channels: int = 256,
-    returned_stages: Sequence[str] | None = None,
-) -> nn.Module:  # a Union would not be accepted as a YAML class_path target
-    """A torchvision detector on any features-only densevision backbone (use it for custom backbones).
-
-    Args:
-        kind: ``"fasterrcnn"``, ``"maskrcnn"``, ``"retinanet"`` or ``"fcos"``.
-        backbone: ``DenseNet(features_only=True, ...)`` or another densevision backbone (``RDNet``,
-            ``VoVNet``, ``HarDNet``) built with ``features_only=True``; read through its
-            ``feature_info`` alone, and changed in place.
-        num_classes: classes including slot 0 (labels 1..num_classes-1; see the module docstring).
-        weights_backbone: local state-dict file for the backbone (ImageNet DenseNet: torchvision or
-            densevision format; RDNet / VoVNet: timm format).
-        trainable_stages: how many of the backbone's last stages train (stem + one per dense block:
-            0..5 for ImageNet DenseNets); default 3 with ``weights_backbone``, else all.
-        frozen_bn: use ``FrozenBatchNorm2d`` in the backbone; default True with ``weights_backbone``, else
-            False (frozen statistics of an untrained network would be meaningless).
-        min_size, max_size: torchvision's resize: shorter side to ``min_size``, longer side at most
-            ``max_size``.
-        anchor_sizes: one tuple of sizes (pixels) per pyramid map, finest first; default from the strides.
-        aspect_ratios: one tuple of height/width ratios per pyramid map.
-        fpn_channels: FPN width (256 in the papers); R-CNN head widths follow it.
-        returned_stages: backbone features fed to the FPN (default c2..c5 for R-CNN, c3..c5 otherwise).
-
-    Returns:
-        The torchvision detector: ``model(images, targets)`` gives the loss dict in train mode, and
-        ``model(images)`` a list of ``{"boxes": (K, 4), "labels": (K,), "scores": (K,)[, "masks":
-        (K, 1, H, W)]}`` in eval mode, for a list of (3, H, W) float images in [0, 1].
-    """
-    _check_detector_args(kind, num_classes, min_size, max_size, fpn_channels)
-    defaults = _KINDS[kind]
-    # As torchvision: with pretrained weights, freeze BatchNorm and the first two stages by default.
-    pretrained = weights_backbone is not None
-    with_fpn = densenet_fpn_backbone(
-        backbone,
-        returned_stages=defaults.returned_stages if returned_stages is None else returned_stages,
-        extra_levels=defaults.extra_levels,
-        out_channels=fpn_channels,
-        weights=weights_backbone,
-        frozen_bn=pretrained if frozen_bn is None else frozen_bn,
-        trainable_stages=3 if trainable_stages is None and pretrained else trainable_stages,
-    )
-    anchors = build_anchor_generator(kind, with_fpn.feature_info, anchor_sizes, aspect_ratios)
-    common = {"min_size": min_size, "max_size": max_size}
-    if kind == "retinanet":
-        return RetinaNet(with_fpn, num_classes, anchor_generator=anchors, **common)
-    if kind == "fcos":
-        return FCOS(with_fpn, num_classes, anchor_generator=anchors, **common)
-    detector = MaskRCNN if kind == "maskrcnn" else FasterRCNN
-    # num_classes goes to the predictors built here; torchvision requires None when predictors are given.
-    return detector(
-        with_fpn, None, rpn_anchor_generator=anchors, **_rcnn_heads(kind, with_fpn, num_classes), **common
-    )
+@register_model
+def maskrcnn_densenet121_fpn(**kwargs: Unpack[DetectorArgs]) -> MaskRCNN:
+    """Mask R-CNN, DenseNet-121 + FPN (P2-P6)."""
+    return create_detector("maskrcnn", densenet121, **kwargs)
 
 
-DENSENET_DEPTHS = ("121", "161", "169", "201", "tiny")
-_PYRAMIDS = {"fasterrcnn": "P2-P6", "maskrcnn": "P2-P6", "retinanet": "P3-P7", "fcos": "P3-P7"}
-_KIND_NAMES = {
-    "fasterrcnn": "Faster R-CNN",
-    "maskrcnn": "Mask R-CNN",
-    "retinanet": "RetinaNet",
-    "fcos": "FCOS",
-}
+@register_model
+def maskrcnn_densenet161_fpn(**kwargs: Unpack[DetectorArgs]) -> MaskRCNN:
+    """Mask R-CNN, DenseNet-161 + FPN (P2-P6)."""
+    return create_detector("maskrcnn", densenet161, **kwargs)
 
 
-def build_densenet_fpn(
-    kind: DetectorKind,
-    depth: str,
-    *,
-    num_classes: int = 91,
-    weights_backbone: WeightsArg = None,
-    trainable_stages: int | None = None,
-    frozen_bn: bool | None = None,
-    min_size: int = 800,
-    max_size: int = 1333,
-    anchor_sizes: AnchorSizes | None = None,
-    aspect_ratios: AspectRatios | None = None,
-) -> nn.Module:
-    """A detector of ``kind`` on an ImageNet DenseNet of ``depth`` (121, 161, 169, 201) + 256-channel FPN,
-    or on the tiny CPU DenseNet (``"tiny"``: k=16, blocks 2-4-6-4, 32-channel stem, 64-channel FPN).
-
-    The registered presets (``fcos_densenet121_fpn``, ``maskrcnn_densenet_tiny_fpn``...) are this function
-    with ``kind`` and ``depth`` fixed. Other arguments: as ``densenet_fpn_detector``.
-
-    Raises:
-        ValueError: an unknown ``kind`` or ``depth`` (the message lists the allowed ones).
-    """
-    if kind not in _KINDS:
-        raise ValueError(f"unknown detector kind {kind!r}; choose one of {list(_KINDS)}")
-    depth = str(depth)
-    if depth not in DENSENET_DEPTHS:
-        raise ValueError(f"unknown DenseNet depth {depth!r}; choose one of {list(DENSENET_DEPTHS)}")
-    args = {
-        "num_classes": num_classes, "weights_backbone": weights_backbone,
-        "trainable_stages": trainable_stages, "frozen_bn": frozen_bn, "min_size": min_size,
-        "max_size": max_size, "anchor_sizes": anchor_sizes, "aspect_ratios": aspect_ratios,
-    }  # fmt: skip
-    stages = _KINDS[kind].returned_stages
-    if depth == "tiny":
-        body = DenseNet(
-            growth_rate=16,
-            block_config=(2, 4, 6, 4),
-            stem_channels=32,
-            features_only=True,
-            out_features=stages,
-        )
-        return densenet_fpn_detector(kind=kind, backbone=body, fpn_channels=64, **args)
-    body = imagenet_densenet(f"densenet{depth}", features_only=True, out_features=stages)
-    return densenet_fpn_detector(kind=kind, backbone=body, **args)
+@register_model
+def maskrcnn_densenet169_fpn(**kwargs: Unpack[DetectorArgs]) -> MaskRCNN:
+    """Mask R-CNN, DenseNet-169 + FPN (P2-P6)."""
+    return create_detector("maskrcnn", densenet169, **kwargs)
 
 
-def _register_preset(kind: DetectorKind, depth: str) -> None:
-    """Register ``<kind>_densenet<depth>_fpn``: ``build_densenet_fpn`` with ``kind`` and ``depth`` fixed, as a
-    module-level function with explicit keyword arguments (YAML ``class_path`` targets, typos fail)."""
-
-    def preset(
-        *,
-        num_classes: int = 91,
-        weights_backbone: WeightsArg = None,
-        trainable_stages: int | None = None,
-        frozen_bn: bool | None = None,
-        min_size: int = 800,
-        max_size: int = 1333,
-        anchor_sizes: AnchorSizes | None = None,
-        aspect_ratios: AspectRatios | None = None,
-    ) -> nn.Module:
-        return build_densenet_fpn(
-            kind, depth, num_classes=num_classes, weights_backbone=weights_backbone,
-            trainable_stages=trainable_stages, frozen_bn=frozen_bn, min_size=min_size, max_size=max_size,
-            anchor_sizes=anchor_sizes, aspect_ratios=aspect_ratios,
-        )  # fmt: skip
-
-    name = f"{kind}_densenet{'_tiny' if depth == 'tiny' else depth}_fpn"
-    body = (
-        "tiny DenseNet (k=16, blocks 2-4-6-4) + 64-channel FPN"
-        if depth == "tiny"
-        else f"DenseNet-{depth} + FPN"
-    )
-    preset.__name__ = preset.__qualname__ = name
-    preset.__doc__ = (
-        f"{_KIND_NAMES[kind]}, {body} ({_PYRAMIDS[kind]}); arguments as ``densenet_fpn_detector``."
-    )
-    globals()[name] = register_model(preset)
+@register_model
+def maskrcnn_densenet201_fpn(**kwargs: Unpack[DetectorArgs]) -> MaskRCNN:
+    """Mask R-CNN, DenseNet-201 + FPN (P2-P6)."""
+    return create_detector("maskrcnn", densenet201, **kwargs)
 
 
-for _depth in DENSENET_DEPTHS:
-    for _kind in _KINDS:
-        _register_preset(_kind, _depth)
+@register_model
+def maskrcnn_densenet_tiny_fpn(**kwargs: Unpack[DetectorArgs]) -> MaskRCNN:
+    """Mask R-CNN, tiny DenseNet + 64-channel FPN (P2-P6)."""
+    return create_detector("maskrcnn", _densenet_tiny, **(_TINY_FPN | kwargs))
+
+
+@register_model
+def retinanet_densenet121_fpn(**kwargs: Unpack[DetectorArgs]) -> RetinaNet:
+    """RetinaNet, DenseNet-121 + FPN (P3-P7)."""
+    return create_detector("retinanet", densenet121, **kwargs)
+
+
+@register_model
+def retinanet_densenet161_fpn(**kwargs: Unpack[DetectorArgs]) -> RetinaNet:
+    """RetinaNet, DenseNet-161 + FPN (P3-P7)."""
+    return create_detector("retinanet", densenet161, **kwargs)
+
+
+@register_model
+def retinanet_densenet169_fpn(**kwargs: Unpack[DetectorArgs]) -> RetinaNet:
+    """RetinaNet, DenseNet-169 + FPN (P3-P7)."""
+    return create_detector("retinanet", densenet169, **kwargs)
+
+
+@register_model
+def retinanet_densenet201_fpn(**kwargs: Unpack[DetectorArgs]) -> RetinaNet:
+    """RetinaNet, DenseNet-201 + FPN (P3-P7)."""
+    return create_detector("retinanet", densenet201, **kwargs)
+
+
+@register_model
+def retinanet_densenet_tiny_fpn(**kwargs: Unpack[DetectorArgs]) -> RetinaNet:
+    """RetinaNet, tiny DenseNet + 64-channel FPN (P3-P7)."""
+    return create_detector("retinanet", _densenet_tiny, **(_TINY_FPN | kwargs))
+
+
+@register_model
+def fcos_densenet121_fpn(**kwargs: Unpack[DetectorArgs]) -> FCOS:
+    """FCOS, DenseNet-121 + FPN (P3-P7)."""
+    return create_detector("fcos", densenet121, **kwargs)
+
+
+@register_model
+def fcos_densenet161_fpn(**kwargs: Unpack[DetectorArgs]) -> FCOS:
+    """FCOS, DenseNet-161 + FPN (P3-P7)."""
+    return create_detector("fcos", densenet161, **kwargs)
+
+
+@register_model
+def fcos_densenet169_fpn(**kwargs: Unpack[DetectorArgs]) -> FCOS:
+    """FCOS, DenseNet-169 + FPN (P3-P7)."""
+    return create_detector("fcos", densenet169, **kwargs)
+
+
+@register_model
+def fcos_densenet201_fpn(**kwargs: Unpack[DetectorArgs]) -> FCOS:
+    """FCOS, DenseNet-201 + FPN (P3-P7)."""
+    return create_detector("fcos", densenet201, **kwargs)
+
+
+@register_model
+def fcos_densenet_tiny_fpn(**kwargs: Unpack[DetectorArgs]) -> FCOS:
+    """FCOS, tiny DenseNet + 64-channel FPN (P3-P7)."""
+    return create_detector("fcos", _densenet_tiny, **(_TINY_FPN | kwargs))

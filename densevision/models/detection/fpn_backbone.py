@@ -1,11 +1,12 @@
-"""DenseNet + FPN as the backbone of torchvision's detectors, with stage freezing and frozen BatchNorm.
+"""A densevision backbone + FPN as the backbone of torchvision's detectors, with stage freezing and frozen
+BatchNorm.
 
-The role of torchvision's ``BackboneWithFPN`` / ``resnet_fpn_backbone`` for a densevision ``DenseNet``
-(Huang et al., CVPR 2017) feeding its stride 4..32 features to an FPN (Lin et al., CVPR 2017). Any other
-densevision backbone (RDNet, VoVNet, HarDNet) works the same way: only its ``feature_info`` is read, its
-weights load through its ``load_weights`` and its stages come from its ``stage_groups``.
+The role of torchvision's ``BackboneWithFPN`` / ``resnet_fpn_backbone`` for any densevision backbone
+(DenseNet, Huang et al., CVPR 2017; RDNet, VoVNet, HarDNet) feeding its stride 4..32 features to an FPN
+(Lin et al., CVPR 2017): only its ``feature_info`` is read, its weights load through its ``load_weights``
+and its stages come from its ``stage_groups`` (the ``FeatureBackbone`` contract).
 
-Feature names: the DenseNet returns ``c2``..``c5`` and the ``FPN`` neck ``p2``..``p7`` (keyed by stride, the
+Feature names: the backbone returns ``c2``..``c5`` and the ``FPN`` neck ``p2``..``p7`` (keyed by stride, the
 package contract). torchvision's detectors, anchor generators and ``MultiScaleRoIAlign`` poolers expect the
 names torchvision's own ``BackboneWithFPN`` produces, so ``DenseNetFPNBackbone.forward`` renames at this
 boundary: the i-th pyramid level built from a backbone stage becomes ``str(i)``, the extra levels keep the
@@ -29,7 +30,6 @@ from typing import Literal
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from densevision.models.backbones.densenet import DenseNet, load_densenet_weights
 from densevision.models.features import FeatureSpec, select_features
 from densevision.models.necks.fpn import FPN, ExtraLevels
 
@@ -37,7 +37,7 @@ _TORCHVISION_EXTRA_NAMES: dict[str, tuple[str, ...]] = {"none": (), "pool": ("po
 
 
 class DenseNetFPNBackbone(nn.Module):
-    """A features-only DenseNet followed by an ``FPN``, returning torchvision's level names.
+    """A features-only densevision backbone followed by an ``FPN``, returning torchvision's level names.
 
     Args:
         body: a densevision backbone built with ``features_only=True`` (``DenseNet``, ``RDNet``,
@@ -112,33 +112,16 @@ def convert_to_frozen_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def densenet_stages(body: DenseNet) -> list[list[str]]:
-    """Names of ``body.features``' children grouped in stages, first to last.
-
-    Stage 0 is the stem (``conv0``, ``norm0``, ...); stage i >= 1 is ``denseblock{i}`` with the transition
-    that enters it (as a ResNet stage begins with its downsampling block); the last stage also holds the
-    final norm. An ImageNet DenseNet has 5 stages, like the 5 trainable layers of torchvision's ResNets.
-    """
-    stages: list[list[str]] = [[]]
-    for name, _ in body.features.named_children():
-        if name.startswith("transition") or name == "denseblock1":
-            stages.append([])
-        stages[-1].append(name)
-    return [stage for stage in stages if stage]
-
-
 def backbone_stages(body: nn.Module) -> list[list[nn.Module]]:
-    """The modules of each stage of ``body``, first to last: a ``DenseNet``'s ``densenet_stages``, or the
-    ``stage_groups()`` of the other families (RDNet, VoVNet, HarDNet: the stem, then one group per stride).
+    """The modules of each stage of ``body``, first to last: its ``stage_groups()`` (the stem, then one
+    group per stride: 5 for an ImageNet DenseNet, like the 5 trainable layers of torchvision's ResNets).
 
     Raises:
-        TypeError: ``body`` is neither a ``DenseNet`` nor has ``stage_groups``.
+        TypeError: ``body`` has no ``stage_groups`` (it is not a ``FeatureBackbone``).
     """
-    if isinstance(body, DenseNet):
-        return [[getattr(body.features, name) for name in stage] for stage in densenet_stages(body)]
     if not callable(getattr(body, "stage_groups", None)):
         raise TypeError(
-            f"cannot freeze stages of a {type(body).__name__}: it is not a densevision DenseNet and has no "
+            f"cannot freeze stages of a {type(body).__name__}: it is not a densevision backbone and has no "
             "stage_groups() method (the stem, then the modules of each stage)"
         )
     return body.stage_groups()
@@ -160,20 +143,6 @@ def freeze_stages(body: nn.Module, trainable_stages: int) -> None:
     for stage in stages[: len(stages) - trainable_stages]:
         for module in stage:
             module.requires_grad_(False)
-
-
-def load_body_weights(body: nn.Module, weights: str | Path) -> None:
-    """Load a local file into ``body`` with its family's loader (``load_densenet_weights`` for a
-    ``DenseNet``, the model's own ``load_weights`` otherwise)."""
-    if isinstance(body, DenseNet):
-        load_densenet_weights(body, weights)
-    elif callable(getattr(body, "load_weights", None)):
-        body.load_weights(weights)
-    else:
-        raise TypeError(
-            f"weights_backbone={str(weights)!r}: a {type(body).__name__} has no weight loader; load the "
-            "weights into the backbone yourself and pass weights_backbone=None"
-        )
 
 
 def densenet_fpn_backbone(
@@ -199,7 +168,12 @@ def densenet_fpn_backbone(
             ``requires_grad=False``.
     """
     if weights is not None:
-        load_body_weights(body, weights)
+        if not callable(getattr(body, "load_weights", None)):
+            raise TypeError(
+                f"weights_backbone={str(weights)!r}: a {type(body).__name__} has no weight loader; load the "
+                "weights into the backbone yourself and pass weights_backbone=None"
+            )
+        body.load_weights(weights)
     if frozen_bn:
         convert_to_frozen_batchnorm(body)
     freeze_stages(body, len(backbone_stages(body)) if trainable_stages is None else trainable_stages)
