@@ -34,7 +34,7 @@ from densevision.log import get_logger
 from densevision.models.kinds import model_kind
 from densevision.models.segmentation.decoder import resize_logits
 from densevision.models.segmentation.sliding_window import sliding_window_inference
-from densevision.visualize import default_palette, draw_detections, overlay
+from densevision.visualize import default_palette, draw_detections, labelled_overlay
 
 logger = get_logger(__name__)
 
@@ -199,7 +199,7 @@ def predict(
             if mask.shape != size:
                 mask = np.array(Image.fromarray(mask).resize(size[::-1], Image.Resampling.NEAREST))
             Image.fromarray(mask, mode="L").save(output / "masks" / name)
-            picture = overlay(image, mask, default_palette(out.shape[0]))
+            picture = labelled_overlay(image, mask, class_names, default_palette(out.shape[0]))
         else:
             if small.shape[:2] != size:
                 out = _rescaled(out, (size[0] / small.shape[0], size[1] / small.shape[1]), size)
