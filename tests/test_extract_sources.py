@@ -66,8 +66,8 @@ def test_a_segmentation_preset_gives_its_encoders_features():
 
 
 def test_a_model_without_an_encoder_names_the_backbones(images, tmp_path, capsys):
-    with pytest.raises(ValueError, match=r"'fchardnet70' \(FCHarDNet\) has no encoder .* densenet121, "):
-        build_backbone("fchardnet70", None)
+    with pytest.raises(ValueError, match=r"\(RetinaNet\) has no encoder .* densenet121, "):
+        build_backbone("retinanet_densenet_tiny_fpn", None)
     command = ["extract", "--model", "fasterrcnn_densenet_tiny_fpn", "--input", str(images), "--output",
                str(tmp_path / "x.npz")]  # fmt: skip
     assert main(command) == 1

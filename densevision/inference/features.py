@@ -24,6 +24,7 @@ from densevision.datasets.transforms import MEAN, STD
 from densevision.log import get_logger
 from densevision.models import FeatureSpec, create_model, list_models
 from densevision.models.features import select_features
+from densevision.models.kinds import model_kind
 from densevision.models.weights import load_state_dict_strict, load_weights_file
 from densevision.tasks.checkpoints import load_task
 
@@ -80,9 +81,22 @@ class SelectedFeatures(nn.Module):
         return {spec.name: features[spec.name] for spec in self.feature_info}
 
 
+class _Encoder(nn.Module):
+    """A segmenter's ``encode`` half as a module: (N, in_chans, H, W) -> its ``feature_info``'s features."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.feature_info = tuple(model.feature_info)
+        self.in_chans = getattr(model, "in_chans", None) or 3
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.encode(x)
+
+
 def encoder_of(model: nn.Module, what: str) -> nn.Module:
     """The feature extractor inside a segmentation model: its ``encoder`` or ``backbone`` submodule that
-    describes its features in ``feature_info``.
+    describes its features in ``feature_info``, or its ``encode`` method where it has one.
 
     Args:
         model: a segmentation model (or a features-only backbone, returned as it is).
@@ -93,12 +107,14 @@ def encoder_of(model: nn.Module, what: str) -> nn.Module:
     """
     if getattr(model, "features_only", False):
         return model
-    for attribute in ("encoder", "backbone"):
+    # a detector's backbone speaks torchvision's FPN keys, not feature_info's: not a feature extractor here
+    is_detector = model_kind(model) == "detection"
+    for attribute in () if is_detector else ("encoder", "backbone"):
         part = getattr(model, attribute, None)
-        if isinstance(part, nn.Module) and getattr(part, "feature_info", None) and getattr(
-            part, "features_only", False
-        ):
+        if isinstance(part, nn.Module) and getattr(part, "feature_info", None):
             return part
+    if not is_detector and callable(getattr(model, "encode", None)) and getattr(model, "feature_info", None):
+        return _Encoder(model)  # a segmenter whose encoder is its own first half (FC-HarDNet)
     raise ValueError(
         f"{what} ({type(model).__name__}) has no encoder with a feature dict to extract from; use a backbone "
         f"({', '.join(backbone_names())}) or a segmentation model with one (fcdensenet*, tiramisu_*, "
