@@ -1,13 +1,17 @@
 """Pictures a person can look at: class palettes, mask overlays, legends, side-by-side panels, detections.
 
-Segmentation arrays are numpy: images (H, W, 3) uint8 RGB, masks (H, W) integer class indices. Detections
-are drawn on torchvision's (3, H, W) tensors, with its ``draw_bounding_boxes`` / ``draw_segmentation_masks``.
+Segmentation arrays are numpy: images (H, W, 3) uint8 RGB, masks (H, W) integer class indices; every
+segmentation picture carries a legend of class names and colours. Detections are drawn on torchvision's
+(3, H, W) tensors, with its ``draw_bounding_boxes`` / ``draw_segmentation_masks``; their captions (class
+name and score) are drawn with Pillow on a filled background, sized relative to the image and stacked so
+that no two overlap.
 """
 
 from __future__ import annotations
 
 import colorsys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,6 +63,80 @@ def overlay(
         keep = mask == ignore_index
         out[keep] = image[keep]
     return out.round().astype(np.uint8)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's bundled font at ``size`` pixels (its bitmap font where Pillow was built without FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, TypeError):
+        return ImageFont.load_default()
+
+
+def _text_color(background: Color) -> Color:
+    """Black or white, whichever reads better on ``background`` (ITU-R BT.601 luma)."""
+    r, g, b = background
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def draw_legend(
+    picture: Image.Image,
+    class_names: Sequence[str],
+    colors: Sequence[Color],
+    classes: Sequence[int] | None = None,
+) -> Image.Image:
+    """Draws a legend (a colour swatch and the name of each class) into the top-left corner of
+    ``picture`` on a white, slightly transparent box, its text sized relative to the picture; in place.
+
+    Args:
+        picture: RGB picture.
+        class_names: one name per class index; ``colors`` one colour per class index.
+        classes: the class indices to list (e.g. those present in a mask); None = all.
+
+    Returns:
+        ``picture``.
+    """
+    classes = list(range(len(class_names))) if classes is None else list(classes)
+    if not classes:
+        return picture
+    size = max(10, round(min(picture.size) * 0.035))
+    font, pad = _font(size), max(2, size // 4)
+    row = size + pad
+    text_width = max(ImageDraw.Draw(picture).textlength(class_names[c], font=font) for c in classes)
+    box = (0, 0, int(pad * 3 + size + text_width), pad + row * len(classes))
+    layer = Image.new("RGBA", picture.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    draw.rectangle(box, fill=(255, 255, 255, 215))
+    for i, c in enumerate(classes):
+        y = pad + i * row
+        draw.rectangle((pad, y, pad + size, y + size), fill=(*colors[c], 255), outline=(0, 0, 0, 255))
+        draw.text((2 * pad + size, y + size / 2), class_names[c], fill=(0, 0, 0, 255), font=font, anchor="lm")
+    picture.paste(Image.alpha_composite(picture.convert("RGBA"), layer).convert("RGB"))
+    return picture
+
+
+def labelled_overlay(
+    image: np.ndarray,
+    mask: np.ndarray,
+    class_names: Sequence[str] | None,
+    colors: Sequence[Color],
+    ignore_index: int | None = None,
+    alpha: float = 0.55,
+) -> np.ndarray:
+    """``overlay`` with a legend of the classes present in ``mask`` (names and colours) drawn into its
+    top-left corner: the picture ``densevision predict`` writes. (H, W, 3) uint8, the image's size.
+
+    Args:
+        class_names: one per class index; None or empty = ``class0``, ``class1``...
+    """
+    names = list(class_names or [f"class{i}" for i in range(len(colors))])
+    present = [int(c) for c in np.unique(mask) if 0 <= c < min(len(names), len(colors)) and c != ignore_index]
+    picture = Image.fromarray(overlay(image, mask, colors, ignore_index, alpha))
+    return np.asarray(draw_legend(picture, names, colors, present))
 
 
 def legend(class_names: Sequence[str], colors: Sequence[Color], width: int = 160) -> Image.Image:
@@ -115,23 +193,82 @@ def draw_detections(
     *,
     score_threshold: float = 0.5,
     mask_threshold: float = 0.5,
+    show_scores: bool = True,
 ) -> Tensor:
     """``image`` (3, H, W), uint8 or float in [0, 1], with the detections above ``score_threshold`` drawn:
     masks (``(N, 1, H, W)`` probabilities) filled, boxes outlined, "name score" captions (the label number
-    where ``class_names`` has no entry for it). Returns uint8 (3, H, W)."""
+    where ``class_names`` has no entry for it; the name alone without ``show_scores``) on a background of
+    the class colour, at a size relative to the image, stacked where they would overlap. Returns uint8
+    (3, H, W)."""
     keep = (detection["scores"] >= score_threshold) & (detection["labels"] > 0)
     picture = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round().to(torch.uint8)
     if not bool(keep.any()):
         return picture
-    labels = detection["labels"][keep].tolist()
+    order = detection["scores"][keep].argsort(descending=True)  # the surest captions get the best places
+    labels = detection["labels"][keep][order].tolist()
+    scores = detection["scores"][keep][order].tolist()
+    boxes = detection["boxes"][keep][order]
     colors = [DETECTION_COLORS[label % len(DETECTION_COLORS)] for label in labels]
     if "masks" in detection:
-        masks = detection["masks"][keep][:, 0] > mask_threshold
+        masks = detection["masks"][keep][order][:, 0] > mask_threshold
         picture = draw_segmentation_masks(picture, masks, alpha=0.45, colors=colors)
+    width = max(2, round(min(picture.shape[-2:]) / 200))
+    picture = draw_bounding_boxes(picture, boxes, colors=colors, width=width)
     names = [class_names[label] if label < len(class_names) else str(label) for label in labels]
-    scores = detection["scores"][keep].tolist()
-    captions = [f"{name} {score:.2f}" for name, score in zip(names, scores, strict=True)]
-    return draw_bounding_boxes(picture, detection["boxes"][keep], labels=captions, colors=colors, width=2)
+    captions = [f"{name} {score:.2f}" if show_scores else name
+                for name, score in zip(names, scores, strict=True)]  # fmt: skip
+    drawn = Image.fromarray(picture.permute(1, 2, 0).numpy())
+    draw_captions(drawn, boxes.tolist(), captions, colors)
+    return torch.from_numpy(np.asarray(drawn).copy()).permute(2, 0, 1).contiguous()
+
+
+def draw_captions(
+    picture: Image.Image,
+    boxes: Sequence[Sequence[float]],
+    captions: Sequence[str],
+    colors: Sequence[Color],
+) -> list[tuple[int, int, int, int]]:
+    """Draws each caption on a filled rectangle of its colour at its box's top-left corner (above the
+    box, or inside it at the picture's top edge), in place. A caption that would cover one drawn before
+    moves down a row at a time until it covers none (so ``captions`` should come surest first); the text
+    height is 3.5 % of the picture's shorter side (at least 10 pixels).
+
+    Args:
+        boxes: (x1, y1, x2, y2) pixels, one per caption.
+
+    Returns:
+        the caption rectangles (x1, y1, x2, y2) as drawn.
+    """
+    draw = ImageDraw.Draw(picture)
+    size = max(10, round(min(picture.size) * 0.035))
+    font, pad = _font(size), max(1, size // 5)
+    height = size + 2 * pad
+    placed: list[tuple[int, int, int, int]] = []
+    for (x1, y1, _, _), caption, color in zip(boxes, captions, colors, strict=True):
+        width = int(draw.textlength(caption, font=font)) + 2 * pad
+        left = int(min(max(0, x1), max(0, picture.width - width)))
+        top = int(y1) - height if y1 >= height else max(0, int(y1))
+        rect = (left, top, left + width, top + height)
+        for _ in range(len(placed) + 1):
+            clash = [other for other in placed if _overlaps(rect, other)]
+            if not clash:
+                break
+            top = max(other[3] for other in clash)
+            rect = (left, top, left + width, top + height)
+        placed.append(rect)
+        draw.rectangle(rect, fill=tuple(color))
+        draw.text((rect[0] + pad, rect[1] + height / 2), caption, fill=_text_color(tuple(color)), font=font,
+                  anchor="lm")
+    return placed
+
+
+def picture_name(dataset: object, image_id: int) -> str:
+    """``<image file stem>.png`` for an image of a COCO-style dataset (``dataset.coco.imgs[image_id]``
+    with its ``file_name``), so a picture is found by the image's name; ``<image_id>.png`` where the
+    dataset has no file names."""
+    images = getattr(getattr(dataset, "coco", None), "imgs", None) or {}
+    file_name = images.get(image_id, {}).get("file_name")
+    return f"{Path(file_name).stem}.png" if file_name else f"{image_id}.png"
 
 
 def _enlarged(image: Tensor, detection: dict[str, Tensor], factor: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -172,10 +309,11 @@ def detection_side_by_side(
         panels.append(("ground truth", _enlarged(image, truth, factor)))
     panels.append((f"prediction (score >= {score_threshold:g})", _enlarged(image, detection, factor)))
     drawn = [
-        (title, draw_detections(picture, found, class_names, score_threshold=score_threshold if
-                                title != "ground truth" else 0.0))
+        (title, draw_detections(picture, found, class_names, score_threshold=0.0, show_scores=False)
+         if title == "ground truth" else
+         draw_detections(picture, found, class_names, score_threshold=score_threshold))
         for title, (picture, found) in panels
-    ]
+    ]  # fmt: skip
     height, width = drawn[0][1].shape[-2:]
     title_height, gap = 14, 4
     canvas = Image.new("RGB", (len(drawn) * (width + gap) - gap, height + title_height), "white")

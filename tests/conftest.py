@@ -12,7 +12,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real data lies beside the repository (../shared/data); CI has it too. DENSEVISION_SHARED_DATA overrides.
 SHARED_DATA = Path(os.environ.get("DENSEVISION_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Under pytest-xdist (``make test``: ``-n 2``) each worker process gets one core's worth of threads, so the
+# workers do not fight over the cores; run alone, the suite uses up to two.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture

@@ -1,16 +1,26 @@
 """Every config in ``configs/`` walks the user's path: ``fit`` for a batch on tiny generated data, then the
 run's checkpoint loads in ``densevision predict`` (image files, no config), ``export``, ``validate`` and
-``test``, with no hand edits. Models keep their architecture (only image sizes and batch counts shrink),
-so what a real run writes is what is loaded here."""
+``test``, with no hand edits. Models keep their architecture (only image sizes, batch sizes, data loader
+workers and batch counts shrink), so what a real run writes is what is loaded here.
+
+Configs are found by globbing ``configs/<task>/*.yaml``; the tiny data of each comes from ``TINY_DATA``,
+keyed by the config's data module class: a new config on a known data module is walked without a change
+here, and a config on a new data module fails ``test_every_config_has_tiny_data`` until its entry is added.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from densevision.cli import main
@@ -31,15 +41,28 @@ ONE_BATCH = [
 ONE_BATCH += ["--trainer.limit_test_batches", "1", "--trainer.num_sanity_val_steps", "0"]
 ONE_BATCH += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 ONE_BATCH += ["--trainer.max_time", "null", "--trainer.logger", "true"]
+# export traces and verifies the model on a sample this size (its default, 224 x 224, costs 12 times more)
+EXPORT_SIZE = ["--input-size", "64", "64"]
 
 
-@pytest.fixture(scope="module")
-def camvid_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@dataclass(frozen=True)
+class TinyData:
+    """A config's data on a few tiny generated images.
+
+    Attributes:
+        args: command-line overrides pointing the config's data module at it.
+        images: a folder of image files for ``densevision predict``.
+    """
+
+    args: list[str]
+    images: Path
+
+
+def _camvid(root: Path) -> None:
     """CamVid's layout, label space and frame names (two sequences) in a few 72x96 images."""
-    root = tmp_path_factory.mktemp("camvid")
     rng = np.random.default_rng(0)
     for split in ("train", "val", "test"):
-        (root / split).mkdir()
+        (root / split).mkdir(parents=True)
         (root / f"{split}annot").mkdir()
         for name in ("0006R0_f0", "0016E5_f0", "0016E5_f1"):
             Image.fromarray(rng.integers(0, 256, (72, 96, 3), dtype=np.uint8)).save(
@@ -47,42 +70,107 @@ def camvid_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
             )
             mask = rng.integers(0, 12, (72, 96), dtype=np.uint8)
             Image.fromarray(mask).save(root / f"{split}annot" / f"{name}.png")
-    return root
 
 
-@pytest.fixture(scope="module")
-def shapes_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_shapes_detection_dataset(
-        tmp_path_factory.mktemp("det"), num_train=4, num_val=2, image_size=64
-    )
+def camvid_data(data_dir: Path, tmp_path: Path) -> TinyData:
+    root = data_dir / "camvid"
+    if not root.is_dir():
+        _camvid(root)
+    args = ["--data.init_args.root", str(root), "--data.init_args.resize", "[64, 80]"]
+    return TinyData(args + ["--data.init_args.crop_size", "[64, 64]"], root / "test")
 
 
-def segmentation_data_args(config: str, camvid: Path, tmp_path: Path) -> list[str]:
-    if config == "demo.yaml":  # the generated shapes set: smaller and fewer images
-        return ["--data.init_args.root", str(tmp_path / "shapes"), "--data.init_args.image_size", "64"]
-    if config == "custom.yaml":  # the own-data template: the user states the label space
-        label_space = ["--data.init_args.num_classes", "11", "--data.init_args.ignore_index", "11"]
-        return ["--data.init_args.root", str(camvid), "--data.init_args.resize", "[64, 80]", *label_space]
-    return ["--data.init_args.root", str(camvid), "--data.init_args.resize", "[64, 80]"] + [
-        "--data.init_args.crop_size", "[64, 64]"]  # fmt: skip
+def own_folders_data(data_dir: Path, tmp_path: Path) -> TinyData:
+    """The own-data template (``custom.yaml``) on CamVid's layout: the user states the label space."""
+    data = camvid_data(data_dir, tmp_path)
+    return TinyData(data.args + ["--data.init_args.num_classes", "11", "--data.init_args.ignore_index", "11"],
+                    data.images)  # fmt: skip
 
 
-def detection_data_args(config: str, coco: Path) -> list[str]:
-    if config == "demo.yaml":
-        return ["--data.init_args.root", str(coco.parent / "demo_shapes"), "--data.init_args.num_train", "4",
-                "--data.init_args.num_val", "2", "--data.init_args.dataset_image_size", "64"]  # fmt: skip
-    size = [
-        "--model.init_args.model.init_args.min_size",
-        "64",
-        "--model.init_args.model.init_args.max_size",
-        "64",
-    ]
-    return size + [
+def shapes_segmentation_data(data_dir: Path, tmp_path: Path) -> TinyData:
+    """The generated shapes set of the demo: smaller and fewer images."""
+    args = ["--data.init_args.root", str(tmp_path / "shapes"), "--data.init_args.image_size", "64"]
+    return TinyData(args, data_dir / "camvid_for_predict" / "test")
+
+
+def coco_data(data_dir: Path, tmp_path: Path) -> TinyData:
+    coco = _shapes_coco(data_dir)
+    size = ["--model.init_args.model.init_args.min_size", "64",
+            "--model.init_args.model.init_args.max_size", "64"]  # fmt: skip
+    return TinyData(size + [
         "--data.init_args.train_images", str(coco / "images"),
         "--data.init_args.train_annotations", str(coco / "annotations" / "train.json"),
         "--data.init_args.val_images", str(coco / "images"),
         "--data.init_args.val_annotations", str(coco / "annotations" / "val.json"),
-    ]  # fmt: skip
+    ], coco / "images")  # fmt: skip
+
+
+def shapes_detection_data(data_dir: Path, tmp_path: Path) -> TinyData:
+    coco = _shapes_coco(data_dir)
+    return TinyData(["--data.init_args.root", str(coco.parent / "demo_shapes"), "--data.init_args.num_train",
+                     "4", "--data.init_args.num_val", "2", "--data.init_args.dataset_image_size", "64"],
+                    coco / "images")  # fmt: skip
+
+
+def _shapes_coco(data_dir: Path) -> Path:
+    root = data_dir / "det" / "coco"
+    if not root.is_dir():
+        ensure_shapes_detection_dataset(root, num_train=4, num_val=2, image_size=64)
+    return root
+
+
+def replica(builder: str, relative: str, images: str) -> Callable[[Path, Path], TinyData]:
+    """A benchmark dataset's miniature replica, built by ``tests.datasets.replicas.<builder>`` under
+    ``relative``, cropped to 64 x 64 for training; ``images`` is its folder of frames for predict."""
+
+    def build(data_dir: Path, tmp_path: Path) -> TinyData:
+        root = data_dir / relative
+        if not root.is_dir():
+            getattr(importlib.import_module("tests.datasets.replicas"), builder)(root)
+        return TinyData(["--data.init_args.root", str(root), "--data.init_args.crop_size", "[64, 64]"],
+                        root / images)  # fmt: skip
+
+    return build
+
+
+# data module class name -> its tiny data
+TINY_DATA: dict[str, Callable[[Path, Path], TinyData]] = {
+    "CamVidDataModule": camvid_data,
+    "SegmentationDataModule": own_folders_data,
+    "ShapesDataModule": shapes_segmentation_data,
+    "CocoDetectionDataModule": coco_data,
+    "ShapesDetectionDataModule": shapes_detection_data,
+    "CityscapesDataModule": replica("cityscapes_replica", "cityscapes", "leftImg8bit/val/frankfurt"),
+    "VOCSegmentationDataModule": replica("voc_replica", "VOCdevkit/VOC2012", "JPEGImages"),
+    "ADE20KDataModule": replica("ade20k_replica", "ADEChallengeData2016", "images/validation"),
+}
+
+
+def data_class_path(config: Path) -> str:
+    return yaml.safe_load(config.read_text())["data"]["class_path"]
+
+
+def lighter_data_args(config: Path) -> list[str]:
+    """Batches of 2 and no loader worker processes where the config's data module takes those options:
+    a worker pool per stage costs more than the one batch each stage reads."""
+    module, _, name = data_class_path(config).rpartition(".")
+    options = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    args = ["--data.init_args.num_workers", "0"] if "num_workers" in options else []
+    return args + (["--data.init_args.batch_size", "2"] if "batch_size" in options else [])
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder of tiny datasets per test process, each built on first use."""
+    folder = tmp_path_factory.mktemp("data")
+    _camvid(folder / "camvid_for_predict")
+    return folder
+
+
+def tiny_data(config: Path, data_dir: Path, tmp_path: Path) -> TinyData:
+    build = TINY_DATA[data_class_path(config).rpartition(".")[2]]
+    data = build(data_dir, tmp_path)
+    return TinyData(data.args + lighter_data_args(config), data.images)
 
 
 def walk(config_path: Path, data_args: list[str], run: Path, images: Path, tmp_path: Path) -> None:
@@ -99,24 +187,30 @@ def walk(config_path: Path, data_args: list[str], run: Path, images: Path, tmp_p
     out = tmp_path / "predict"
     assert main(["predict", "--checkpoint", str(ckpt), "--input", str(images), "--output", str(out)]) == 0
     assert sorted((out / "overlays").iterdir())
-    assert (
-        main(
-            ["export", "--checkpoint", str(ckpt), "--format", "torchscript", "--output", str(tmp_path / "x")]
-        )
-        == 0
-    )
+    export = ["export", "--checkpoint", str(ckpt), "--format", "torchscript", "--output", str(tmp_path / "x")]
+    assert main([*export, *EXPORT_SIZE]) == 0
     assert list((tmp_path / "x").glob("*.pt"))
     for stage in ("validate", "test"):
         assert main([stage, *common, *ONE_BATCH, "--ckpt_path", str(ckpt)]) == 0
 
 
+def test_every_config_has_tiny_data():
+    missing = {
+        f"{task}/{name}": data_class_path(CONFIGS / task / name)
+        for task, names in (("segmentation", SEGMENTATION), ("detection", DETECTION))
+        for name in names
+        if data_class_path(CONFIGS / task / name).rpartition(".")[2] not in TINY_DATA
+    }
+    assert not missing, f"add a tiny-data builder to TINY_DATA in {Path(__file__).name} for {missing}"
+
+
 @pytest.mark.parametrize("config", SEGMENTATION)
-def test_segmentation_config_fit_predict_export_validate_test(config, camvid_like, tmp_path):
-    run = tmp_path / "run"
-    walk(CONFIGS / "segmentation" / config, segmentation_data_args(config, camvid_like, tmp_path), run,
-         camvid_like / "test", tmp_path)  # fmt: skip
+def test_segmentation_config_fit_predict_export_validate_test(config, data_dir, tmp_path):
+    run, path = tmp_path / "run", CONFIGS / "segmentation" / config
+    data = tiny_data(path, data_dir, tmp_path)
+    walk(path, data.args, run, data.images, tmp_path)
     task = load_task(run / "checkpoints" / "last.ckpt")
-    if config != "demo.yaml":
+    if data_class_path(path).endswith("CamVidDataModule"):
         assert task.input_size == (64, 80)  # predictions see the training resolution
         masks = sorted((tmp_path / "predict" / "masks").iterdir())
         assert [Image.open(m).size for m in masks] == [(96, 72)] * 3  # at each image's own size
@@ -124,11 +218,12 @@ def test_segmentation_config_fit_predict_export_validate_test(config, camvid_lik
 
 
 @pytest.mark.parametrize("config", DETECTION)
-def test_detection_config_fit_predict_export_validate_test(config, shapes_coco, tmp_path):
-    run = tmp_path / "run"
-    data = detection_data_args(config, shapes_coco)
-    walk(CONFIGS / "detection" / config, data, run, shapes_coco / "images", tmp_path)
+def test_detection_config_fit_predict_export_validate_test(config, data_dir, tmp_path):
+    run, path = tmp_path / "run", CONFIGS / "detection" / config
+    data = tiny_data(path, data_dir, tmp_path)
+    walk(path, data.args, run, data.images, tmp_path)
     task = load_task(run / "checkpoints" / "last.ckpt")
+    shapes_coco = _shapes_coco(data_dir)
     categories = json.loads((shapes_coco / "annotations" / "train.json").read_text())["categories"]
     # the label space is linked from the data (4 shapes + slot 0), not the config's written 81 or 91
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
@@ -145,13 +240,13 @@ def test_every_loss_override_is_known():
 
 
 @pytest.mark.parametrize("override", LOSS_OVERRIDES)
-def test_loss_override_layers_on_a_config_and_its_run_loads(override, camvid_like, tmp_path):
+def test_loss_override_layers_on_a_config_and_its_run_loads(override, data_dir, tmp_path):
     """A second ``--config`` swaps only the loss: the model, data and class weights of the first stay, and
     the run's checkpoint rebuilds the same loss for validate/predict."""
     run = tmp_path / "run"
     base = CONFIGS / "segmentation" / "camvid_cpu_budget.yaml"
     args = ["--config", str(base), "--config", str(CONFIGS / "segmentation" / "losses" / override)]
-    args += [*segmentation_data_args("camvid_cpu_budget.yaml", camvid_like, tmp_path)]
+    args += [*tiny_data(base, data_dir, tmp_path).args]
     args += ["--trainer.default_root_dir", str(run)]
     assert main(["fit", *args, *ONE_BATCH]) == 0
     task = load_task(run / "checkpoints" / "last.ckpt")

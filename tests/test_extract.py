@@ -78,7 +78,10 @@ def test_extract_rejects_bad_requests(image_dir, tmp_path, capsys):
 def test_extract_skips_unreadable_images(image_dir, tmp_path, caplog, capsys):
     write_bad_images(image_dir / "bad")
     out = tmp_path / "f.npz"
-    common = ["extract", "--model", "densenet40_k12", "--input", str(image_dir), "--image-size", "16", "16",
+    weights = tmp_path / "w.pth"  # given, so the only warning is about the unreadable files
+    torch.save(densevision.create_model("densenet40_k12").state_dict(), weights)
+    common = ["extract", "--model", "densenet40_k12", "--weights", str(weights), "--input", str(image_dir),
+              "--image-size", "16", "16",
               "--features", "c0", "--no-bf16", "--batch-size", "2", "--no-progress"]
     with caplog.at_level(logging.INFO, logger="densevision"):
         assert main([*common, "--output", str(out)]) == 0

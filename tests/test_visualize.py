@@ -14,25 +14,28 @@ from densevision.visualize import (
 )
 
 
-def _detection() -> dict[str, torch.Tensor]:
-    masks = torch.zeros(3, 1, 48, 48)
-    masks[0, 0, 4:10, 4:10] = 1
-    return {"boxes": torch.tensor([[4.0, 4, 10, 10], [20, 20, 30, 30], [12, 36, 18, 44]]),
-            "labels": torch.tensor([1, 2, 7]), "scores": torch.tensor([0.9, 0.1, 0.8]), "masks": masks}
+def _detection(scale: int = 1) -> dict[str, torch.Tensor]:
+    """Three detections on a (48 * scale) square image; the second one below a 0.5 score threshold."""
+    masks = torch.zeros(3, 1, 48 * scale, 48 * scale)
+    masks[0, 0, 4 * scale : 10 * scale, 4 * scale : 10 * scale] = 1
+    boxes = torch.tensor([[4.0, 4, 10, 10], [20, 20, 30, 30], [12, 36, 18, 44]]) * scale
+    return {"boxes": boxes, "labels": torch.tensor([1, 2, 7]), "scores": torch.tensor([0.9, 0.1, 0.8]),
+            "masks": masks}
 
 
 def test_draw_detections_draws_only_confident_boxes_and_masks():
-    picture = draw_detections(torch.zeros(3, 48, 48), _detection(), ["bg", "a", "b"], score_threshold=0.5)
-    assert picture.dtype == torch.uint8 and picture.shape == (3, 48, 48)
-    assert picture[:, 6, 6].any()  # the mask is filled
-    assert not picture[:, 21:30, 29].any()  # the low-score box is not drawn
+    # 192 px: captions are at least 10 px high, so a 48 px image would be mostly captions
+    picture = draw_detections(torch.zeros(3, 192, 192), _detection(4), ["bg", "a", "b"], score_threshold=0.5)
+    assert picture.dtype == torch.uint8 and picture.shape == (3, 192, 192)
+    assert picture[:, 24, 24].any()  # the mask is filled
+    assert not picture[:, 84:120, 119].any()  # the low-score box is not drawn
     # label 7 has no name: it is still drawn (captioned by its number), in its class colour
-    assert tuple(picture[:, 43, 15].tolist()) == DETECTION_COLORS[7]  # its bottom edge
+    assert tuple(picture[:, 175, 60].tolist()) == DETECTION_COLORS[7]  # its bottom edge
 
 
 def test_draw_detections_keeps_a_uint8_image_and_returns_it_when_nothing_is_confident():
-    image = torch.randint(0, 255, (3, 48, 48), dtype=torch.uint8)
-    detection = {k: v[1:2] for k, v in _detection().items()}
+    image = torch.randint(0, 255, (3, 192, 192), dtype=torch.uint8)
+    detection = {k: v[1:2] for k, v in _detection(4).items()}
     torch.testing.assert_close(draw_detections(image, detection, [], score_threshold=0.5), image)
 
 

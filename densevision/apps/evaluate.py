@@ -17,6 +17,8 @@ from pathlib import Path
 
 from densevision.datasets.segmentation import CAMVID_CLASSES, CAMVID_IGNORE_INDEX
 from densevision.inference.evaluate import (
+    EvaluationError,
+    LabelValueError,
     evaluate_detection_file,
     evaluate_segmentation_folders,
     segmentation_table,
@@ -46,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _label_value_hint(err: LabelValueError, num_classes: int, ignore_index: int | None) -> str:
+    """The library's message in the command's words: which flag to add, and the known label spaces whose
+    void is that value."""
+    known = [f"--dataset {name}" for name, (n, void, _) in sorted(LABEL_SPACES.items())
+             if n == num_classes and void == err.value]  # fmt: skip
+    fix = f"add --ignore-index {err.value}" + (f" (or {' / '.join(known)})" if known else "")
+    return (
+        f"{err.file}: label value {err.value} is not a class index in [0, {num_classes}) nor the ignore "
+        f"index ({ignore_index}); if {err.value} marks unlabelled (void) pixels, {fix}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -56,9 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         names = args.class_names.split(",") if args.class_names else names
         if num_classes is None:
             parser.error("give --dataset or --num-classes")
-        report = evaluate_segmentation_folders(
-            args.pred, args.gt, num_classes=num_classes, ignore_index=ignore_index, class_names=names
-        )
+        try:
+            report = evaluate_segmentation_folders(
+                args.pred, args.gt, num_classes=num_classes, ignore_index=ignore_index, class_names=names
+            )
+        except LabelValueError as err:
+            raise EvaluationError(_label_value_hint(err, num_classes, ignore_index)) from err
         print(segmentation_table(report))
         output = args.output or args.pred.parent / "evaluation.json"
     else:

@@ -3,7 +3,7 @@
 - Segmentation: a folder of predicted class-index PNGs against a folder of label PNGs (SegNet layout,
   e.g. CamVid's ``testannot/``), matched by file name, at the labels' own resolution; the ignore index
   (void) is left out. mIoU, per-class IoU and global pixel accuracy from one confusion matrix
-  (torchmetrics), as ``densevision test`` reports them.
+  (``densevision.metrics``), as ``densevision test`` reports them.
 - Detection: COCO results (``predictions.json`` of ``densevision predict``) against a COCO instances json,
   with pycocotools; images matched by file name when the predictions come with their ``images.json``.
 """
@@ -11,22 +11,46 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from densevision.datasets.coco_detection import coco_from_dict, load_coco_json
 from densevision.datasets.coco_eval import evaluate_coco
 from densevision.datasets.segmentation import read_mask
-from densevision.tasks.segmentation import iou_from_confusion
+from densevision.metrics import (
+    check_label_values,
+    confusion_matrix,
+    iou_from_confusion,
+    per_class_iou,
+    segmentation_table,
+)
+
+__all__ = [
+    "EvaluationError",
+    "LabelValueError",
+    "evaluate_detection_file",
+    "evaluate_segmentation_folders",
+    "segmentation_table",
+]
 
 
 class EvaluationError(ValueError):
     """Predictions and ground truth that cannot be scored together (the message names the files)."""
+
+
+class LabelValueError(EvaluationError):
+    """A label PNG holds a value that is neither a class index nor the ignore index.
+
+    Attributes:
+        file: the label PNG.
+        value: the first such value found in it.
+    """
+
+    def __init__(self, message: str, file: Path, value: int) -> None:
+        super().__init__(message)
+        self.file, self.value = file, value
 
 
 def evaluate_segmentation_folders(
@@ -45,6 +69,8 @@ def evaluate_segmentation_folders(
     Raises:
         EvaluationError: no labels, predictions missing for some labels, sizes that differ, or predicted
             values outside ``[0, num_classes)``; the message lists the files.
+        LabelValueError: a label value outside ``[0, num_classes)`` that is not ``ignore_index`` (e.g.
+            CamVid's void 11 without ``ignore_index=11``).
     """
     predictions, labels = Path(predictions), Path(labels)
     for folder, what in ((predictions, "predictions"), (labels, "labels")):
@@ -62,7 +88,7 @@ def evaluate_segmentation_folders(
             f"{len(missing)} of {len(label_files)} labels in {labels} have no prediction of the same name in "
             f"{predictions}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
         )
-    confusion = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
+    confusion = confusion_matrix(num_classes, ignore_index)
     for label_file in label_files:
         target = torch.from_numpy(read_mask(label_file))
         predicted = torch.from_numpy(read_mask(predictions / label_file.name))
@@ -77,44 +103,26 @@ def evaluate_segmentation_folders(
                 f"{predictions / label_file.name}: predicted value {int(predicted[bad][0])} is not a class "
                 f"index in [0, {num_classes})"
             )
+        value = check_label_values(target, num_classes, ignore_index)
+        if value is not None:
+            raise LabelValueError(
+                f"{label_file}: label value {value} is not a class index in [0, {num_classes}) nor the "
+                f"ignore index ({ignore_index}); if {value} marks unlabelled (void) pixels, set "
+                f"ignore_index={value}",
+                label_file,
+                value,
+            )
         confusion.update(predicted, target)
     matrix = confusion.compute()
     metrics = iou_from_confusion(matrix)
     return {
         "mIoU": metrics["mIoU"],
         "pixel_accuracy": metrics["pixel_accuracy"],
-        "per_class_iou": {
-            name: (None if math.isnan(v) else v) for name, v in zip(names, metrics["iou"], strict=True)
-        },
+        "per_class_iou": per_class_iou(names, metrics["iou"]),
         "images": len(label_files),
         "ignore_index": ignore_index,
         "confusion_matrix": matrix.tolist(),
     }
-
-
-def segmentation_table(report: dict) -> str:
-    """The report as a printed table: one line per class (IoU; its share of the labelled pixels; recall,
-    the share of its pixels predicted right; the class its pixels are most often mistaken for, with that
-    share), then mIoU and global accuracy. Rows are ground truth, as in ``confusion_matrix``."""
-    names = list(report["per_class_iou"])
-    matrix = np.asarray(report["confusion_matrix"], dtype=np.float64)
-    total = max(matrix.sum(), 1.0)
-    lines = [f"{'class':<16} {'IoU':>6} {'pixels':>7} {'recall':>7}  most often called"]
-    for i, name in enumerate(names):
-        iou, row = report["per_class_iou"][name], matrix[i]
-        count = row.sum()
-        iou_text = "   n/a" if iou is None else f"{iou:6.3f}"
-        if count == 0:
-            lines.append(f"{name:<16} {iou_text} {0.0:6.1%} {'n/a':>7}")
-            continue
-        wrong = row.copy()
-        wrong[i] = 0
-        confused = int(wrong.argmax())
-        called = f"{names[confused]} ({wrong[confused] / count:.1%})" if wrong[confused] > 0 else "-"
-        lines.append(f"{name:<16} {iou_text} {count / total:6.1%} {row[i] / count:6.1%}  {called}")
-    lines.append(f"{'mIoU':<16} {report['mIoU']:6.3f}")
-    lines.append(f"{'global accuracy':<16} {report['pixel_accuracy']:6.3f}")
-    return "\n".join(lines)
 
 
 def evaluate_detection_file(

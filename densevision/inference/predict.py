@@ -35,7 +35,7 @@ from densevision.inference.optimize import InferenceModel, inference_path
 from densevision.inference.preprocessing import Preprocessing, numpy_forward
 from densevision.log import get_logger
 from densevision.models.kinds import model_kind
-from densevision.visualize import default_palette, draw_detections, overlay
+from densevision.visualize import default_palette, draw_detections, labelled_overlay
 
 logger = get_logger(__name__)
 
@@ -168,13 +168,16 @@ def _read(item: tuple[Path, str], max_size: int | None, preprocessing: Preproces
     return file, name, image, small, None if preprocessing is None else preprocessing.image(small), None
 
 
-def _write_segmentation(logits: Tensor, image: np.ndarray, output: Path, name: str, palette) -> None:
+def _write_segmentation(
+    logits: Tensor, image: np.ndarray, output: Path, name: str, palette, class_names: Sequence[str] | None
+) -> None:
     size = tuple(image.shape[:2])
     mask = logits.argmax(0).numpy().astype(np.uint8)
     if mask.shape != size:
         mask = np.array(Image.fromarray(mask).resize(size[::-1], Image.Resampling.NEAREST))
     Image.fromarray(mask, mode="L").save(output / "masks" / name)
-    Image.fromarray(overlay(image, mask, palette)).save(output / "overlays" / name)
+    picture = labelled_overlay(image, mask, class_names, palette)
+    Image.fromarray(picture).save(output / "overlays" / name)
 
 
 def predict(
@@ -282,7 +285,7 @@ def predict(
                 (output / folder / name).parent.mkdir(parents=True, exist_ok=True)
             if kind == "dense":
                 colors = list(palette) if palette else default_palette(out.shape[0])
-                writes.append(pool.submit(_write_segmentation, out, image, output, name, colors))
+                writes.append(pool.submit(_write_segmentation, out, image, output, name, colors, class_names))
             else:
                 if small.shape[:2] != size:
                     out = _rescaled(out, (size[0] / small.shape[0], size[1] / small.shape[1]), size)

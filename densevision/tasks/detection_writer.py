@@ -11,12 +11,12 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from densevision.datasets.coco_eval import detections_to_coco
 from densevision.tasks.detection import gather_objects
-from densevision.visualize import detection_side_by_side
+from densevision.visualize import detection_side_by_side, picture_name
 
 
 class DetectionPredictionWriter(BasePredictionWriter):
-    """Writes ``<output_dir>/<image id>.png`` pictures (ground truth beside the prediction, with class names,
-    enlarged to at least ``min_height`` pixels) and ``<output_dir>/predictions.json`` (COCO results).
+    """Writes ``<output_dir>/<image file stem>.png`` pictures (ground truth beside the prediction, with class
+    names, enlarged to at least ``min_height`` pixels) and ``<output_dir>/predictions.json`` (COCO results).
 
     Args:
         output_dir: folder for the outputs; None = ``<log dir>/predictions``.
@@ -58,7 +58,7 @@ class DetectionPredictionWriter(BasePredictionWriter):
                 picture = detection_side_by_side(image, target, detection, dataset.class_names,
                                                  score_threshold=self.score_threshold,
                                                  min_height=self.min_height)
-                picture.save(self._folder(trainer) / f"{image_id}.png")
+                picture.save(self._folder(trainer) / picture_name(dataset, image_id))
                 self._written += 1
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -20,31 +20,11 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from densevision.datasets.transforms import MEAN, STD, denormalize
 from densevision.inference.preprocessing import Preprocessing
+from densevision.metrics import iou_from_confusion  # re-exported: older code imports it from here
 from densevision.models.segmentation.sliding_window import SlidingWindow
 from densevision.tasks.base import BaseTask, default_optimizer
 from densevision.tasks.losses import CrossEntropy, LossFactory
 from densevision.visualize import default_palette, legend, side_by_side
-
-
-def iou_from_confusion(confusion: Tensor) -> dict[str, Any]:
-    """mIoU, per-class IoU and global pixel accuracy from a (C, C) confusion matrix (rows = truth).
-
-    A class absent from both truth and prediction has IoU NaN and is left out of the mean (as in the
-    CamVid / VOC benchmarks).
-
-    Returns:
-        ``{"mIoU": float, "pixel_accuracy": float, "iou": list[float]}`` (NaN where undefined).
-    """
-    confusion = confusion.double()
-    hits = confusion.diag()
-    union = confusion.sum(0) + confusion.sum(1) - hits
-    iou = torch.where(union > 0, hits / union.clamp(min=1), torch.full_like(hits, float("nan")))
-    total = confusion.sum()
-    return {
-        "mIoU": float(iou.nanmean()) if (union > 0).any() else float("nan"),
-        "pixel_accuracy": float(hits.sum() / total) if total > 0 else float("nan"),
-        "iou": [float(v) for v in iou],
-    }
 
 
 class SegmentationTask(BaseTask):
