@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,47 @@ from densevision.visualize import default_palette
 
 ClassWeighting = Literal["none", "median_frequency", "sqrt_median_frequency"]
 HoldoutSplit = Literal["val", "test"]
+
+
+class SegmentationDataOptions(TypedDict, total=False):
+    """The options of :class:`SegmentationDataModule` that every dataset's module passes on unchanged
+    (over each dataset's own defaults: ``{**DEFAULTS, **options}``). Typed keywords (PEP 692): a typo in
+    a YAML config still fails when it is parsed."""
+
+    batch_size: int
+    num_workers: int
+    augment: AugmentPreset
+    crop_size: tuple[int, int] | None
+    scale_range: tuple[float, float]
+    resize: tuple[int, int] | None
+    class_weighting: ClassWeighting
+    skip_bad: bool
+    train_split: str
+    val_split: str
+    test_split: str
+    predict_split: str
+    holdout_sequence: str | None
+    holdout_split: HoldoutSplit
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class LabelSpace(TypedDict):
+    """A dataset's fixed label space, the arguments of :class:`SegmentationDataModule` it sets for its
+    users (``label_space`` builds one)."""
+
+    num_classes: int
+    ignore_index: int | None
+    class_names: Sequence[str]
+    colors: Sequence[Color]
+
+
+def label_space(class_names: Sequence[str], colors: Sequence[Color], ignore_index: int | None) -> LabelSpace:
+    """The label space of a dataset with ``class_names`` (one class each), their ``colors`` and the mask
+    value that is not scored."""
+    return LabelSpace(
+        num_classes=len(class_names), ignore_index=ignore_index, class_names=class_names, colors=colors
+    )
 
 
 def padding_collate(batch: list[dict], ignore_index: int | None) -> dict:
@@ -270,6 +311,13 @@ class _HoldOut:
         return f"holdout_sequence={self.prefix!r} ({'its frames' if self.held_out else 'the other frames'})"
 
 
+CAMVID_LABEL_SPACE = label_space(CAMVID_CLASSES, CAMVID_COLORS, CAMVID_IGNORE_INDEX)
+# FC-DenseNet's CamVid recipe: 224x224 random crops (no rescaling), flips, batch 3.
+CAMVID_DEFAULTS: SegmentationDataOptions = {
+    "batch_size": 3, "augment": "scale_crop", "crop_size": (224, 224), "scale_range": (1.0, 1.0),
+}  # fmt: skip
+
+
 class CamVidDataModule(SegmentationDataModule):
     """CamVid, 11 classes + void (11, ignored), SegNet layout; defaults follow FC-DenseNet's recipe
     (224x224 random crops, flips, batch 3). Its val split is all sequence 0016E5, which also gives 204 of
@@ -280,45 +328,12 @@ class CamVidDataModule(SegmentationDataModule):
     """
 
     def __init__(
-        self,
-        root: str = "../shared/data/camvid",
-        *,
-        batch_size: int = 3,
-        num_workers: int = 0,
-        augment: AugmentPreset = "scale_crop",
-        crop_size: tuple[int, int] | None = (224, 224),
-        scale_range: tuple[float, float] = (1.0, 1.0),
-        resize: tuple[int, int] | None = None,
-        class_weighting: ClassWeighting = "none",
-        skip_bad: bool = False,
-        test_split: str = "test",
-        predict_split: str = "val",
-        holdout_sequence: str | None = None,
-        holdout_split: HoldoutSplit = "val",
-        mean: tuple[float, float, float] = MEAN,
-        std: tuple[float, float, float] = STD,
+        self, root: str = "../shared/data/camvid", **options: Unpack[SegmentationDataOptions]
     ) -> None:
-        super().__init__(
-            root,
-            num_classes=len(CAMVID_CLASSES),
-            ignore_index=CAMVID_IGNORE_INDEX,
-            class_names=CAMVID_CLASSES,
-            colors=CAMVID_COLORS,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            augment=augment,
-            crop_size=crop_size,
-            scale_range=scale_range,
-            resize=resize,
-            class_weighting=class_weighting,
-            skip_bad=skip_bad,
-            test_split=test_split,
-            predict_split=predict_split,
-            holdout_sequence=holdout_sequence,
-            holdout_split=holdout_split,
-            mean=mean,
-            std=std,
-        )
+        super().__init__(root, **CAMVID_LABEL_SPACE, **{**CAMVID_DEFAULTS, **options})
+
+
+SHAPES_LABEL_SPACE = label_space(SHAPES_CLASSES, SHAPES_COLORS, 255)
 
 
 class ShapesDataModule(SegmentationDataModule):
@@ -339,32 +354,9 @@ class ShapesDataModule(SegmentationDataModule):
         num_train: int = 320,
         num_val: int = 64,
         num_test: int = 64,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        augment: AugmentPreset = "flip",
-        crop_size: tuple[int, int] | None = None,
-        scale_range: tuple[float, float] = (0.75, 1.5),
-        class_weighting: ClassWeighting = "none",
-        predict_split: str = "val",
-        mean: tuple[float, float, float] = MEAN,
-        std: tuple[float, float, float] = STD,
+        **options: Unpack[SegmentationDataOptions],
     ) -> None:
-        super().__init__(
-            root,
-            num_classes=len(SHAPES_CLASSES),
-            ignore_index=255,
-            class_names=SHAPES_CLASSES,
-            colors=SHAPES_COLORS,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            augment=augment,
-            crop_size=crop_size,
-            scale_range=scale_range,
-            class_weighting=class_weighting,
-            predict_split=predict_split,
-            mean=mean,
-            std=std,
-        )
+        super().__init__(root, **SHAPES_LABEL_SPACE, **{"batch_size": 8, **options})
         self.generation = {
             "seed": seed, "image_size": image_size, "num_train": num_train, "num_val": num_val,
             "num_test": num_test,
