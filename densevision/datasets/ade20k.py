@@ -19,6 +19,7 @@ from typing import Unpack
 
 from densevision.datasets.segmentation import LabelMap, Sample, find_samples
 from densevision.datasets.segmentation_datamodule import (
+    SCALE_CROP_RECIPE,
     SegmentationDataModule,
     SegmentationDataOptions,
     label_space,
@@ -78,9 +79,8 @@ ADE20K_LABEL_MAP = LabelMap(
 # The benchmark's usual recipe (mmsegmentation's ADE20K schedule): 512x512 crops of 0.5-2x rescaled images.
 ADE20K_LABEL_SPACE = label_space(ADE20K_CLASSES, ADE20K_COLORS, IGNORE_INDEX)
 ADE20K_DEFAULTS: SegmentationDataOptions = {
-    "batch_size": 16, "num_workers": 4, "augment": "scale_crop", "crop_size": (512, 512),
-    "scale_range": (0.5, 2.0), "train_split": "training", "val_split": "validation",
-    "test_split": "validation", "predict_split": "validation",
+    **SCALE_CROP_RECIPE, "batch_size": 16, "crop_size": (512, 512), "train_split": "training",
+    "val_split": "validation", "test_split": "validation", "predict_split": "validation",
 }  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from typing import NamedTuple, Unpack
 
 from densevision.datasets.segmentation import LabelMap, Sample, SegmentationDataError
 from densevision.datasets.segmentation_datamodule import (
+    SCALE_CROP_RECIPE,
     SegmentationDataModule,
     SegmentationDataOptions,
     label_space,
@@ -125,9 +126,8 @@ def find_cityscapes_samples(root: Path, split: str, *, skip_bad: bool = False) -
 # The usual Cityscapes recipe: 512x1024 crops of 0.5-2x rescaled images; test reads val (labels not public).
 CITYSCAPES_LABEL_SPACE = label_space(CITYSCAPES_CLASSES, CITYSCAPES_COLORS, IGNORE_INDEX)
 CITYSCAPES_DEFAULTS: SegmentationDataOptions = {
-    "batch_size": 8, "num_workers": 4, "augment": "scale_crop", "crop_size": (512, 1024),
-    "scale_range": (0.5, 2.0), "test_split": "val",
-}  # fmt: skip
+    **SCALE_CROP_RECIPE, "batch_size": 8, "crop_size": (512, 1024), "test_split": "val"
+}
 
 
 class CityscapesDataModule(SegmentationDataModule):

@@ -88,6 +88,13 @@ def label_space(class_names: Sequence[str], colors: Sequence[Color], ignore_inde
     )
 
 
+# The recipe the large benchmarks (Cityscapes, VOC, ADE20K) train with in DeepLab and mmsegmentation:
+# random 0.5-2x rescaling, then fixed-size crops; their modules add the batch and crop sizes.
+SCALE_CROP_RECIPE: SegmentationDataOptions = {
+    "num_workers": 4, "augment": "scale_crop", "scale_range": (0.5, 2.0)
+}
+
+
 def padding_collate(batch: list[dict], ignore_index: int | None) -> dict:
     """``default_collate``, except that samples of different sizes (valid data: evaluation keeps each
     image's size unless ``resize`` is set) are padded at the right and bottom to the largest: images with

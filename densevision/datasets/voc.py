@@ -20,6 +20,7 @@ from typing import Unpack
 
 from densevision.datasets.segmentation import LabelMap, Sample, SegmentationDataError
 from densevision.datasets.segmentation_datamodule import (
+    SCALE_CROP_RECIPE,
     SegmentationDataModule,
     SegmentationDataOptions,
     label_space,
@@ -65,9 +66,8 @@ def read_split_file(path: Path) -> list[tuple[str, str]]:
 # DeepLab's VOC recipe: 513x513 crops of 0.5-2x rescaled images; test reads val (labels not public).
 VOC_LABEL_SPACE = label_space(VOC_CLASSES, VOC_COLORS, IGNORE_INDEX)
 VOC_DEFAULTS: SegmentationDataOptions = {
-    "batch_size": 16, "num_workers": 4, "augment": "scale_crop", "crop_size": (513, 513),
-    "scale_range": (0.5, 2.0), "test_split": "val",
-}  # fmt: skip
+    **SCALE_CROP_RECIPE, "batch_size": 16, "crop_size": (513, 513), "test_split": "val"
+}
 
 
 class VOCSegmentationDataModule(SegmentationDataModule):
