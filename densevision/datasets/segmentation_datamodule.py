@@ -32,6 +32,7 @@ from densevision.datasets.segmentation import (
 from densevision.datasets.shapes_segmentation import (
     SHAPES_CLASSES,
     SHAPES_COLORS,
+    ShapesGeneration,
     ensure_shapes_segmentation_dataset,
 )
 from densevision.datasets.transforms import (
@@ -343,31 +344,24 @@ class CamVidDataModule(SegmentationDataModule):
 SHAPES_LABEL_SPACE = label_space(SHAPES_CLASSES, SHAPES_COLORS, 255)
 
 
+class ShapesDataOptions(ShapesGeneration, SegmentationDataOptions, total=False):
+    """The options of :class:`ShapesDataModule`: the generation parameters and the data module's."""
+
+
 class ShapesDataModule(SegmentationDataModule):
     """The generated "shapes" dataset (``datasets.shapes_segmentation``), written to ``root`` on first use.
 
     Args:
         root: where the dataset is generated (default ``data/shapes``).
-        seed, image_size, num_train, num_val, num_test: generation parameters; a change regenerates.
-        Others: as :class:`SegmentationDataModule`.
+        seed, image_size, num_train, num_val, num_test: generation parameters (defaults: those of
+            ``ensure_shapes_segmentation_dataset``); a change regenerates.
+        Others: as :class:`SegmentationDataModule` (``batch_size`` 8).
     """
 
-    def __init__(
-        self,
-        root: str = "data/shapes",
-        *,
-        seed: int = 0,
-        image_size: int = 96,
-        num_train: int = 320,
-        num_val: int = 64,
-        num_test: int = 64,
-        **options: Unpack[SegmentationDataOptions],
-    ) -> None:
+    def __init__(self, root: str = "data/shapes", **options: Unpack[ShapesDataOptions]) -> None:
+        generation = {key: options.pop(key) for key in ShapesGeneration.__optional_keys__ & options.keys()}
         super().__init__(root, **SHAPES_LABEL_SPACE, **{"batch_size": 8, **options})
-        self.generation = {
-            "seed": seed, "image_size": image_size, "num_train": num_train, "num_val": num_val,
-            "num_test": num_test,
-        }  # fmt: skip
+        self.generation: ShapesGeneration = generation
 
     def prepare_data(self) -> None:
         ensure_shapes_segmentation_dataset(self.root, **self.generation)
