@@ -92,7 +92,7 @@ class ADE20KDataModule(SegmentationDataModule):
         train_split, val_split, test_split, predict_split: the sub-folder of ``images/`` and
             ``annotations/`` each stage reads (``training``, ``validation``; the test images have no
             public labels, so test reads ``validation``).
-        Others: as :class:`SegmentationDataModule`.
+        Others: :class:`SegmentationDataOptions`, over the defaults ``ADE20K_DEFAULTS``.
     """
 
     label_map = ADE20K_LABEL_MAP

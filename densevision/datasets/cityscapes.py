@@ -140,7 +140,7 @@ class CityscapesDataModule(SegmentationDataModule):
     Args:
         root: folder holding ``leftImg8bit/`` and ``gtFine/``.
         train_split, val_split, test_split, predict_split: the ``<split>`` folder each stage reads.
-        Others: as :class:`SegmentationDataModule`.
+        Others: :class:`SegmentationDataOptions`, over the defaults ``CITYSCAPES_DEFAULTS``.
     """
 
     label_map = CITYSCAPES_LABEL_MAP

@@ -51,7 +51,33 @@ HoldoutSplit = Literal["val", "test"]
 class SegmentationDataOptions(TypedDict, total=False):
     """The options of :class:`SegmentationDataModule` that every dataset's module passes on unchanged
     (over each dataset's own defaults: ``{**DEFAULTS, **options}``). Typed keywords (PEP 692): a typo in
-    a YAML config still fails when it is parsed."""
+    a YAML config still fails when it is parsed.
+
+    Args:
+        batch_size: training batch size (evaluation uses the same).
+        num_workers: DataLoader worker processes.
+        augment: training augmentation preset (``densevision.datasets.transforms``): ``flip`` needs no other
+            setting; the ``scale_crop*`` presets need ``crop_size``.
+        crop_size: (height, width) of training crops for the ``scale_crop*`` presets.
+        scale_range: random scale range of the ``scale_crop*`` presets.
+        resize: (height, width) every image is resized to first (e.g. a reduced CPU resolution); None = as
+            is. Training masks are resized with their images; evaluation keeps the masks at their own size
+            and scores logits resized to them. Linked into the task as its ``input_size``, so a checkpoint
+            predicts at the size it trained at.
+        class_weighting: loss weights from the training masks: ``median_frequency`` (SegNet, FC-DenseNet),
+            ``sqrt_median_frequency`` (their square roots: thin classes still count, large ones lose less),
+            or ``none``.
+        skip_bad: drop bad samples (with a warning summary) instead of raising.
+        train_split, val_split, test_split, predict_split: image sub-folder names.
+        holdout_sequence: a file-name prefix (a video sequence, e.g. CamVid's ``0006R0``) whose frames
+            (from the train and val splits) no training step sees: a measure of generalisation to scenes
+            the model never saw; None = the splits as they are.
+        holdout_split: where the held-out frames go. ``val``: training uses train + val without them and
+            validation (and predict, when it reads the val split) them alone. ``test``: training uses the
+            train split without them, validation the val split without them, and ``test`` them alone, so
+            one run is scored both on its val split (``fit``) and on the unseen sequence (``test``).
+        mean, std: the per-channel normalisation the transforms apply (default ImageNet's).
+    """
 
     batch_size: int
     num_workers: int
@@ -138,28 +164,7 @@ class SegmentationDataModule(LightningDataModule):
         ignore_index: mask value that is not scored (void), or None.
         class_names: one name per class (default ``class0``...).
         colors: one RGB colour per class for pictures (default: generated).
-        batch_size: training batch size (evaluation uses the same).
-        num_workers: DataLoader worker processes.
-        augment: training augmentation preset (``densevision.datasets.transforms``); the default, ``flip``,
-            needs no other setting; the ``scale_crop*`` presets need ``crop_size``.
-        crop_size: (height, width) of training crops for the ``scale_crop*`` presets.
-        scale_range: random scale range of the ``scale_crop*`` presets.
-        resize: (height, width) every image is resized to first (e.g. a reduced CPU resolution); None = as
-            is. Training masks are resized with their images; evaluation keeps the masks at their own size
-            and scores logits resized to them. Linked into the task as its ``input_size``, so a checkpoint
-            predicts at the size it trained at.
-        class_weighting: loss weights from the training masks: ``median_frequency`` (SegNet, FC-DenseNet),
-            ``sqrt_median_frequency`` (their square roots: thin classes still count, large ones lose less),
-            or ``none``.
-        skip_bad: drop bad samples (with a warning summary) instead of raising.
-        train_split, val_split, test_split, predict_split: image sub-folder names.
-        holdout_sequence: a file-name prefix (a video sequence, e.g. CamVid's ``0006R0``) whose frames
-            (from the train and val splits) no training step sees: a measure of generalisation to scenes
-            the model never saw; None = the splits as they are.
-        holdout_split: where the held-out frames go. ``val``: training uses train + val without them and
-            validation (and predict, when it reads the val split) them alone. ``test``: training uses the
-            train split without them, validation the val split without them, and ``test`` them alone, so
-            one run is scored both on its val split (``fit``) and on the unseen sequence (``test``).
+        Others (``batch_size`` ... ``std``): see :class:`SegmentationDataOptions`.
 
     Attributes:
         palette: one RGB colour per class (``colors``, or a generated palette when None), for pictures.
@@ -331,8 +336,9 @@ class CamVidDataModule(SegmentationDataModule):
     (224x224 random crops, flips, batch 3). Its val split is all sequence 0016E5, which also gives 204 of
     the 367 training frames; ``holdout_sequence="0006R0"`` scores on a sequence training never saw.
 
-    Args: as :class:`SegmentationDataModule`, without the label space (fixed by CamVid); ``test_split``
-        names the folder ``densevision test`` scores (``val`` where a copy has no ``test``).
+    Args: as :class:`SegmentationDataModule`, without the label space (fixed by CamVid), over the defaults
+        ``CAMVID_DEFAULTS``; ``test_split`` names the folder ``densevision test`` scores (``val`` where a
+        copy has no ``test``).
     """
 
     def __init__(

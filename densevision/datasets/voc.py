@@ -80,7 +80,7 @@ class VOCSegmentationDataModule(SegmentationDataModule):
         train_split, val_split, test_split, predict_split: ``ImageSets/Segmentation/<name>.txt`` each stage
             reads; with ``aug_masks`` set ``train_split`` is usually ``train_aug``. Test defaults to ``val``
             (VOC's test labels are not public).
-        Others: as :class:`SegmentationDataModule`.
+        Others: :class:`SegmentationDataOptions`, over the defaults ``VOC_DEFAULTS``.
 
     Raises:
         SegmentationDataError: (at setup) the training list shares images with the validation list,
