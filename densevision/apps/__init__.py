@@ -4,12 +4,13 @@
 
 from __future__ import annotations
 
+import argparse
 from datetime import datetime
 from pathlib import Path
 
 from densevision.tasks.lightning_cli import packaged_config
 
-__all__ = ["APPS", "new_run_dir", "packaged_config"]
+__all__ = ["APPS", "demo_cli_args", "demo_parser", "new_run_dir", "packaged_config"]
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 APPS: dict[str, tuple[str, str]] = {
@@ -33,3 +34,31 @@ def new_run_dir(name: str, parent: str | Path = "runs") -> Path:
         n += 1
         folder = Path(parent) / name / f"{stamp}-{n}"
     return folder
+
+
+def demo_parser(task: str, config: Path, description: str | None) -> argparse.ArgumentParser:
+    """The options every ``densevision demo <task>`` has: ``--config`` (default ``config``), ``--run-dir``
+    and ``--max-epochs``; a demo adds its own."""
+    parser = argparse.ArgumentParser(prog=f"densevision demo {task}", description=description)
+    parser.add_argument("--config", type=Path, default=config, help="LightningCLI config (YAML)")
+    parser.add_argument(
+        "--run-dir", type=Path, default=None, help=f"run folder (default runs/demo-{task}/<timestamp>)"
+    )
+    parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
+    return parser
+
+
+def demo_cli_args(task: str, args: argparse.Namespace, overrides: list[str]) -> tuple[Path, list[str]]:
+    """The run folder of a demo parsed by ``demo_parser`` and its LightningCLI arguments: the config, that
+    folder as ``trainer.default_root_dir``, the unknown options (``overrides``) and ``--max-epochs``.
+
+    Raises:
+        FileNotFoundError: ``--config`` names no file.
+    """
+    if not args.config.is_file():
+        raise FileNotFoundError(f"demo config {args.config} not found; pass --config <path to demo.yaml>")
+    run_dir = args.run_dir or new_run_dir(f"demo-{task}")
+    cli_args = ["--config", str(args.config), "--trainer.default_root_dir", str(run_dir), *overrides]
+    if args.max_epochs is not None:
+        cli_args += ["--trainer.max_epochs", str(args.max_epochs)]
+    return run_dir, cli_args

@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
-from densevision.apps import new_run_dir, packaged_config
+from densevision.apps import demo_cli_args, demo_parser, packaged_config
 from densevision.log import get_logger
 from densevision.tasks.lightning_cli import run_lightning_cli
 
@@ -25,13 +24,7 @@ TARGET_AP50 = 0.8
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="densevision demo detection", description=__doc__)
-    parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="LightningCLI config (YAML)")
-    parser.add_argument(
-        "--run-dir", type=Path, default=None, help="run folder (default runs/demo-detection/<timestamp>)"
-    )
-    parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
-    return parser.parse_known_args(argv)
+    return demo_parser("detection", DEMO_CONFIG, __doc__).parse_known_args(argv)
 
 
 def ap_summary(metrics: dict[str, float]) -> str:
@@ -49,14 +42,9 @@ def ap_summary(metrics: dict[str, float]) -> str:
 
 def main(argv: list[str]) -> int:
     args, overrides = _parse(argv)
-    if not args.config.is_file():
-        raise FileNotFoundError(f"demo config {args.config} not found; pass --config <path to demo.yaml>")
-    run_dir = args.run_dir or new_run_dir("demo-detection")
-    cli_args = ["fit", "--config", str(args.config), "--trainer.default_root_dir", str(run_dir), *overrides]
-    if args.max_epochs is not None:
-        cli_args += ["--trainer.max_epochs", str(args.max_epochs)]
+    run_dir, cli_args = demo_cli_args("detection", args, overrides)
     start = time.perf_counter()
-    cli = run_lightning_cli(cli_args)
+    cli = run_lightning_cli(["fit", *cli_args])
     trainer = cli.trainer
     checkpoint = trainer.checkpoint_callback.best_model_path or None
     trainer.predict(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from densevision.apps import new_run_dir, packaged_config
+from densevision.apps import demo_cli_args, demo_parser, packaged_config
 from densevision.log import get_logger
 from densevision.tasks.lightning_cli import run_lightning_cli
 
@@ -21,12 +21,7 @@ DEFAULT_CONFIG = packaged_config("segmentation/demo.yaml")
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="densevision demo segmentation", description=__doc__)
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="LightningCLI config (YAML)")
-    parser.add_argument(
-        "--run-dir", type=Path, default=None, help="run folder (default runs/demo-segmentation/<timestamp>)"
-    )
-    parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
+    parser = demo_parser("segmentation", DEFAULT_CONFIG, __doc__)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args, overrides = parser.parse_known_args(argv)
     return args, overrides
@@ -36,12 +31,7 @@ def main(argv: list[str]) -> int:
     """Train, validate, predict; print the run folder and final mIoU. Unknown options go to LightningCLI
     (e.g. ``--data.init_args.num_train 64``)."""
     args, overrides = _parse(argv)
-    if not args.config.is_file():
-        raise FileNotFoundError(f"demo config {args.config} not found; pass --config <path to demo.yaml>")
-    run_dir = args.run_dir or new_run_dir("demo-segmentation")
-    cli_args = ["--config", str(args.config), "--trainer.default_root_dir", str(run_dir), *overrides]
-    if args.max_epochs is not None:
-        cli_args += ["--trainer.max_epochs", str(args.max_epochs)]
+    run_dir, cli_args = demo_cli_args("segmentation", args, overrides)
     # One thread by default: this small model gains little from a second one, and on a shared 2-core machine
     # two threads waiting on each other cost far more (measured: CPU time per step went up ~50x under load).
     torch.set_num_threads(args.threads)

@@ -6,6 +6,7 @@ from densevision.datasets.segmentation import LabelMap, SegmentationDataError, S
 from densevision.datasets.segmentation_datamodule import (
     CamVidDataModule,
     SegmentationDataModule,
+    SegmentationDataOptions,
     ShapesDataModule,
 )
 from densevision.datasets.shapes_segmentation import ensure_shapes_segmentation_dataset
@@ -19,6 +20,7 @@ __all__ = [
     "LabelMap",
     "SegmentationDataError",
     "SegmentationDataModule",
+    "SegmentationDataOptions",
     "SegmentationFolder",
     "ShapesDataModule",
     "VOCDetectionDataModule",

@@ -15,9 +15,15 @@ colours are the benchmark's ``objectInfo150`` order, as mmsegmentation lists the
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from densevision.datasets.segmentation import LabelMap, Sample, find_samples
-from densevision.datasets.segmentation_datamodule import ClassWeighting, SegmentationDataModule
-from densevision.datasets.transforms import AugmentPreset
+from densevision.datasets.segmentation_datamodule import (
+    SCALE_CROP_RECIPE,
+    SegmentationDataModule,
+    SegmentationDataOptions,
+    label_space,
+)
 
 ADE20K_CLASSES: tuple[str, ...] = (
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
@@ -70,6 +76,14 @@ ADE20K_LABEL_MAP = LabelMap(
 )
 
 
+# The benchmark's usual recipe (mmsegmentation's ADE20K schedule): 512x512 crops of 0.5-2x rescaled images.
+ADE20K_LABEL_SPACE = label_space(ADE20K_CLASSES, ADE20K_COLORS, IGNORE_INDEX)
+ADE20K_DEFAULTS: SegmentationDataOptions = {
+    **SCALE_CROP_RECIPE, "batch_size": 16, "crop_size": (512, 512), "train_split": "training",
+    "val_split": "validation", "test_split": "validation", "predict_split": "validation",
+}  # fmt: skip
+
+
 class ADE20KDataModule(SegmentationDataModule):
     """ADE20K SceneParsing: 150 classes, "other" (stored 0) ignored, stored 1..150 trained as 0..149.
 
@@ -78,47 +92,15 @@ class ADE20KDataModule(SegmentationDataModule):
         train_split, val_split, test_split, predict_split: the sub-folder of ``images/`` and
             ``annotations/`` each stage reads (``training``, ``validation``; the test images have no
             public labels, so test reads ``validation``).
-        Others: as :class:`SegmentationDataModule`.
+        Others: :class:`SegmentationDataOptions`, over the defaults ``ADE20K_DEFAULTS``.
     """
 
     label_map = ADE20K_LABEL_MAP
 
     def __init__(
-        self,
-        root: str = "data/ADEChallengeData2016",
-        *,
-        batch_size: int = 16,
-        num_workers: int = 4,
-        augment: AugmentPreset = "scale_crop",
-        crop_size: tuple[int, int] | None = (512, 512),
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        resize: tuple[int, int] | None = None,
-        class_weighting: ClassWeighting = "none",
-        skip_bad: bool = False,
-        train_split: str = "training",
-        val_split: str = "validation",
-        test_split: str = "validation",
-        predict_split: str = "validation",
+        self, root: str = "data/ADEChallengeData2016", **options: Unpack[SegmentationDataOptions]
     ) -> None:
-        super().__init__(
-            root,
-            num_classes=len(ADE20K_CLASSES),
-            ignore_index=IGNORE_INDEX,
-            class_names=ADE20K_CLASSES,
-            colors=ADE20K_COLORS,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            augment=augment,
-            crop_size=crop_size,
-            scale_range=scale_range,
-            resize=resize,
-            class_weighting=class_weighting,
-            skip_bad=skip_bad,
-            train_split=train_split,
-            val_split=val_split,
-            test_split=test_split,
-            predict_split=predict_split,
-        )
+        super().__init__(root, **ADE20K_LABEL_SPACE, **{**ADE20K_DEFAULTS, **options})
 
     def find_samples(self, stage: str, split: str) -> list[Sample]:
         return find_samples(self.root / "images" / split, self.root / "annotations" / split)

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Unpack
 
 from densevision.datasets.segmentation import LabelMap, Sample, SegmentationDataError
-from densevision.datasets.segmentation_datamodule import ClassWeighting, SegmentationDataModule
-from densevision.datasets.transforms import AugmentPreset
+from densevision.datasets.segmentation_datamodule import (
+    SCALE_CROP_RECIPE,
+    SegmentationDataModule,
+    SegmentationDataOptions,
+    label_space,
+)
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -119,6 +123,13 @@ def find_cityscapes_samples(root: Path, split: str, *, skip_bad: bool = False) -
     return samples
 
 
+# The usual Cityscapes recipe: 512x1024 crops of 0.5-2x rescaled images; test reads val (labels not public).
+CITYSCAPES_LABEL_SPACE = label_space(CITYSCAPES_CLASSES, CITYSCAPES_COLORS, IGNORE_INDEX)
+CITYSCAPES_DEFAULTS: SegmentationDataOptions = {
+    **SCALE_CROP_RECIPE, "batch_size": 8, "crop_size": (512, 1024), "test_split": "val"
+}
+
+
 class CityscapesDataModule(SegmentationDataModule):
     """Cityscapes fine annotations: 19 classes, 255 ignored, labelIds mapped to train ids when read.
 
@@ -129,47 +140,13 @@ class CityscapesDataModule(SegmentationDataModule):
     Args:
         root: folder holding ``leftImg8bit/`` and ``gtFine/``.
         train_split, val_split, test_split, predict_split: the ``<split>`` folder each stage reads.
-        Others: as :class:`SegmentationDataModule`.
+        Others: :class:`SegmentationDataOptions`, over the defaults ``CITYSCAPES_DEFAULTS``.
     """
 
     label_map = CITYSCAPES_LABEL_MAP
 
-    def __init__(
-        self,
-        root: str = "data/cityscapes",
-        *,
-        batch_size: int = 8,
-        num_workers: int = 4,
-        augment: AugmentPreset = "scale_crop",
-        crop_size: tuple[int, int] | None = (512, 1024),
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        resize: tuple[int, int] | None = None,
-        class_weighting: ClassWeighting = "none",
-        skip_bad: bool = False,
-        train_split: str = "train",
-        val_split: str = "val",
-        test_split: str = "val",
-        predict_split: str = "val",
-    ) -> None:
-        super().__init__(
-            root,
-            num_classes=len(CITYSCAPES_CLASSES),
-            ignore_index=IGNORE_INDEX,
-            class_names=CITYSCAPES_CLASSES,
-            colors=CITYSCAPES_COLORS,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            augment=augment,
-            crop_size=crop_size,
-            scale_range=scale_range,
-            resize=resize,
-            class_weighting=class_weighting,
-            skip_bad=skip_bad,
-            train_split=train_split,
-            val_split=val_split,
-            test_split=test_split,
-            predict_split=predict_split,
-        )
+    def __init__(self, root: str = "data/cityscapes", **options: Unpack[SegmentationDataOptions]) -> None:
+        super().__init__(root, **CITYSCAPES_LABEL_SPACE, **{**CITYSCAPES_DEFAULTS, **options})
 
     def find_samples(self, stage: str, split: str) -> Sequence[Sample]:
         return find_cityscapes_samples(self.root, split, skip_bad=self.skip_bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
@@ -15,6 +16,20 @@ from densevision.datasets.coco_detection import (
 )
 from densevision.datasets.detection_transforms import detection_eval_transforms, detection_train_transforms
 from densevision.datasets.shapes_detection import CATEGORY_IDS, CLASSES, ensure_shapes_detection_dataset
+
+
+class DetectionDataOptions(TypedDict, total=False):
+    """The training and loader options of :class:`CocoDetectionDataModule` that the data modules of
+    particular datasets pass on unchanged (defaults there). Typed keywords (PEP 692): a typo in a YAML
+    config still fails when it is parsed."""
+
+    image_size: int | None
+    hflip: float
+    scale_limit: float
+    min_visibility: float
+    color_jitter: float
+    batch_size: int
+    num_workers: int
 
 
 class CocoDetectionDataModule(LightningDataModule):
@@ -156,23 +171,16 @@ class ShapesDetectionDataModule(CocoDetectionDataModule):
         num_val: int = 60,
         dataset_image_size: int = 160,
         max_objects: int = 6,
-        image_size: int | None = None,
-        hflip: float = 0.5,
-        scale_limit: float = 0.25,
-        min_visibility: float = 0.3,
-        color_jitter: float = 0.2,
         with_masks: bool = False,
-        batch_size: int = 4,
-        num_workers: int = 0,
+        **options: Unpack[DetectionDataOptions],
     ) -> None:
         self.root = Path(root)
         self.generation = {"seed": seed, "num_train": num_train, "num_val": num_val,
                            "image_size": dataset_image_size, "max_objects": max_objects}
         super().__init__(
             str(self.root / "images"), str(self.root / "annotations" / "train.json"),
-            str(self.root / "images"), str(self.root / "annotations" / "val.json"),
-            image_size=image_size, hflip=hflip, scale_limit=scale_limit, min_visibility=min_visibility,
-            color_jitter=color_jitter, with_masks=with_masks, batch_size=batch_size, num_workers=num_workers)
+            str(self.root / "images"), str(self.root / "annotations" / "val.json"), with_masks=with_masks,
+            **options)  # fmt: skip
 
     def prepare_data(self) -> None:
         ensure_shapes_detection_dataset(self.root, **self.generation)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ from densevision.datasets.segmentation import (
 from densevision.datasets.shapes_segmentation import (
     SHAPES_CLASSES,
     SHAPES_COLORS,
+    ShapesGeneration,
     ensure_shapes_segmentation_dataset,
 )
 from densevision.datasets.transforms import (
@@ -45,6 +46,80 @@ from densevision.visualize import default_palette
 
 ClassWeighting = Literal["none", "median_frequency", "sqrt_median_frequency"]
 HoldoutSplit = Literal["val", "test"]
+
+
+class SegmentationDataOptions(TypedDict, total=False):
+    """The options of :class:`SegmentationDataModule` that every dataset's module passes on unchanged
+    (over each dataset's own defaults: ``{**DEFAULTS, **options}``). Typed keywords (PEP 692): a typo in
+    a YAML config still fails when it is parsed.
+
+    Args:
+        batch_size: training batch size (evaluation uses the same).
+        num_workers: DataLoader worker processes.
+        augment: training augmentation preset (``densevision.datasets.transforms``): ``flip`` needs no other
+            setting; the ``scale_crop*`` presets need ``crop_size``.
+        crop_size: (height, width) of training crops for the ``scale_crop*`` presets.
+        scale_range: random scale range of the ``scale_crop*`` presets.
+        resize: (height, width) every image is resized to first (e.g. a reduced CPU resolution); None = as
+            is. Training masks are resized with their images; evaluation keeps the masks at their own size
+            and scores logits resized to them. Linked into the task as its ``input_size``, so a checkpoint
+            predicts at the size it trained at.
+        class_weighting: loss weights from the training masks: ``median_frequency`` (SegNet, FC-DenseNet),
+            ``sqrt_median_frequency`` (their square roots: thin classes still count, large ones lose less),
+            or ``none``.
+        skip_bad: drop bad samples (with a warning summary) instead of raising.
+        train_split, val_split, test_split, predict_split: image sub-folder names.
+        holdout_sequence: a file-name prefix (a video sequence, e.g. CamVid's ``0006R0``) whose frames
+            (from the train and val splits) no training step sees: a measure of generalisation to scenes
+            the model never saw; None = the splits as they are.
+        holdout_split: where the held-out frames go. ``val``: training uses train + val without them and
+            validation (and predict, when it reads the val split) them alone. ``test``: training uses the
+            train split without them, validation the val split without them, and ``test`` them alone, so
+            one run is scored both on its val split (``fit``) and on the unseen sequence (``test``).
+        mean, std: the per-channel normalisation the transforms apply (default ImageNet's).
+    """
+
+    batch_size: int
+    num_workers: int
+    augment: AugmentPreset
+    crop_size: tuple[int, int] | None
+    scale_range: tuple[float, float]
+    resize: tuple[int, int] | None
+    class_weighting: ClassWeighting
+    skip_bad: bool
+    train_split: str
+    val_split: str
+    test_split: str
+    predict_split: str
+    holdout_sequence: str | None
+    holdout_split: HoldoutSplit
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class LabelSpace(TypedDict):
+    """A dataset's fixed label space, the arguments of :class:`SegmentationDataModule` it sets for its
+    users (``label_space`` builds one)."""
+
+    num_classes: int
+    ignore_index: int | None
+    class_names: Sequence[str]
+    colors: Sequence[Color]
+
+
+def label_space(class_names: Sequence[str], colors: Sequence[Color], ignore_index: int | None) -> LabelSpace:
+    """The label space of a dataset with ``class_names`` (one class each), their ``colors`` and the mask
+    value that is not scored."""
+    return LabelSpace(
+        num_classes=len(class_names), ignore_index=ignore_index, class_names=class_names, colors=colors
+    )
+
+
+# The recipe the large benchmarks (Cityscapes, VOC, ADE20K) train with in DeepLab and mmsegmentation:
+# random 0.5-2x rescaling, then fixed-size crops; their modules add the batch and crop sizes.
+SCALE_CROP_RECIPE: SegmentationDataOptions = {
+    "num_workers": 4, "augment": "scale_crop", "scale_range": (0.5, 2.0)
+}
 
 
 def padding_collate(batch: list[dict], ignore_index: int | None) -> dict:
@@ -89,28 +164,7 @@ class SegmentationDataModule(LightningDataModule):
         ignore_index: mask value that is not scored (void), or None.
         class_names: one name per class (default ``class0``...).
         colors: one RGB colour per class for pictures (default: generated).
-        batch_size: training batch size (evaluation uses the same).
-        num_workers: DataLoader worker processes.
-        augment: training augmentation preset (``densevision.datasets.transforms``); the default, ``flip``,
-            needs no other setting; the ``scale_crop*`` presets need ``crop_size``.
-        crop_size: (height, width) of training crops for the ``scale_crop*`` presets.
-        scale_range: random scale range of the ``scale_crop*`` presets.
-        resize: (height, width) every image is resized to first (e.g. a reduced CPU resolution); None = as
-            is. Training masks are resized with their images; evaluation keeps the masks at their own size
-            and scores logits resized to them. Linked into the task as its ``input_size``, so a checkpoint
-            predicts at the size it trained at.
-        class_weighting: loss weights from the training masks: ``median_frequency`` (SegNet, FC-DenseNet),
-            ``sqrt_median_frequency`` (their square roots: thin classes still count, large ones lose less),
-            or ``none``.
-        skip_bad: drop bad samples (with a warning summary) instead of raising.
-        train_split, val_split, test_split, predict_split: image sub-folder names.
-        holdout_sequence: a file-name prefix (a video sequence, e.g. CamVid's ``0006R0``) whose frames
-            (from the train and val splits) no training step sees: a measure of generalisation to scenes
-            the model never saw; None = the splits as they are.
-        holdout_split: where the held-out frames go. ``val``: training uses train + val without them and
-            validation (and predict, when it reads the val split) them alone. ``test``: training uses the
-            train split without them, validation the val split without them, and ``test`` them alone, so
-            one run is scored both on its val split (``fit``) and on the unseen sequence (``test``).
+        Others (``batch_size`` ... ``std``): see :class:`SegmentationDataOptions`.
 
     Attributes:
         palette: one RGB colour per class (``colors``, or a generated palette when None), for pictures.
@@ -270,55 +324,34 @@ class _HoldOut:
         return f"holdout_sequence={self.prefix!r} ({'its frames' if self.held_out else 'the other frames'})"
 
 
+CAMVID_LABEL_SPACE = label_space(CAMVID_CLASSES, CAMVID_COLORS, CAMVID_IGNORE_INDEX)
+# FC-DenseNet's CamVid recipe: 224x224 random crops (no rescaling), flips, batch 3.
+CAMVID_DEFAULTS: SegmentationDataOptions = {
+    "batch_size": 3, "augment": "scale_crop", "crop_size": (224, 224), "scale_range": (1.0, 1.0),
+}  # fmt: skip
+
+
 class CamVidDataModule(SegmentationDataModule):
     """CamVid, 11 classes + void (11, ignored), SegNet layout; defaults follow FC-DenseNet's recipe
     (224x224 random crops, flips, batch 3). Its val split is all sequence 0016E5, which also gives 204 of
     the 367 training frames; ``holdout_sequence="0006R0"`` scores on a sequence training never saw.
 
-    Args: as :class:`SegmentationDataModule`, without the label space (fixed by CamVid); ``test_split``
-        names the folder ``densevision test`` scores (``val`` where a copy has no ``test``).
+    Args: as :class:`SegmentationDataModule`, without the label space (fixed by CamVid), over the defaults
+        ``CAMVID_DEFAULTS``; ``test_split`` names the folder ``densevision test`` scores (``val`` where a
+        copy has no ``test``).
     """
 
     def __init__(
-        self,
-        root: str = "../shared/data/camvid",
-        *,
-        batch_size: int = 3,
-        num_workers: int = 0,
-        augment: AugmentPreset = "scale_crop",
-        crop_size: tuple[int, int] | None = (224, 224),
-        scale_range: tuple[float, float] = (1.0, 1.0),
-        resize: tuple[int, int] | None = None,
-        class_weighting: ClassWeighting = "none",
-        skip_bad: bool = False,
-        test_split: str = "test",
-        predict_split: str = "val",
-        holdout_sequence: str | None = None,
-        holdout_split: HoldoutSplit = "val",
-        mean: tuple[float, float, float] = MEAN,
-        std: tuple[float, float, float] = STD,
+        self, root: str = "../shared/data/camvid", **options: Unpack[SegmentationDataOptions]
     ) -> None:
-        super().__init__(
-            root,
-            num_classes=len(CAMVID_CLASSES),
-            ignore_index=CAMVID_IGNORE_INDEX,
-            class_names=CAMVID_CLASSES,
-            colors=CAMVID_COLORS,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            augment=augment,
-            crop_size=crop_size,
-            scale_range=scale_range,
-            resize=resize,
-            class_weighting=class_weighting,
-            skip_bad=skip_bad,
-            test_split=test_split,
-            predict_split=predict_split,
-            holdout_sequence=holdout_sequence,
-            holdout_split=holdout_split,
-            mean=mean,
-            std=std,
-        )
+        super().__init__(root, **CAMVID_LABEL_SPACE, **{**CAMVID_DEFAULTS, **options})
+
+
+SHAPES_LABEL_SPACE = label_space(SHAPES_CLASSES, SHAPES_COLORS, 255)
+
+
+class ShapesDataOptions(ShapesGeneration, SegmentationDataOptions, total=False):
+    """The options of :class:`ShapesDataModule`: the generation parameters and the data module's."""
 
 
 class ShapesDataModule(SegmentationDataModule):
@@ -326,49 +359,15 @@ class ShapesDataModule(SegmentationDataModule):
 
     Args:
         root: where the dataset is generated (default ``data/shapes``).
-        seed, image_size, num_train, num_val, num_test: generation parameters; a change regenerates.
-        Others: as :class:`SegmentationDataModule`.
+        seed, image_size, num_train, num_val, num_test: generation parameters (defaults: those of
+            ``ensure_shapes_segmentation_dataset``); a change regenerates.
+        Others: as :class:`SegmentationDataModule` (``batch_size`` 8).
     """
 
-    def __init__(
-        self,
-        root: str = "data/shapes",
-        *,
-        seed: int = 0,
-        image_size: int = 96,
-        num_train: int = 320,
-        num_val: int = 64,
-        num_test: int = 64,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        augment: AugmentPreset = "flip",
-        crop_size: tuple[int, int] | None = None,
-        scale_range: tuple[float, float] = (0.75, 1.5),
-        class_weighting: ClassWeighting = "none",
-        predict_split: str = "val",
-        mean: tuple[float, float, float] = MEAN,
-        std: tuple[float, float, float] = STD,
-    ) -> None:
-        super().__init__(
-            root,
-            num_classes=len(SHAPES_CLASSES),
-            ignore_index=255,
-            class_names=SHAPES_CLASSES,
-            colors=SHAPES_COLORS,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            augment=augment,
-            crop_size=crop_size,
-            scale_range=scale_range,
-            class_weighting=class_weighting,
-            predict_split=predict_split,
-            mean=mean,
-            std=std,
-        )
-        self.generation = {
-            "seed": seed, "image_size": image_size, "num_train": num_train, "num_val": num_val,
-            "num_test": num_test,
-        }  # fmt: skip
+    def __init__(self, root: str = "data/shapes", **options: Unpack[ShapesDataOptions]) -> None:
+        generation = {key: options.pop(key) for key in ShapesGeneration.__optional_keys__ & options.keys()}
+        super().__init__(root, **SHAPES_LABEL_SPACE, **{"batch_size": 8, **options})
+        self.generation: ShapesGeneration = generation
 
     def prepare_data(self) -> None:
         ensure_shapes_segmentation_dataset(self.root, **self.generation)

@@ -17,6 +17,7 @@ import colorsys
 import json
 import shutil
 from pathlib import Path
+from typing import TypedDict
 
 import cv2
 import numpy as np
@@ -136,6 +137,16 @@ def _write_split(root: Path, split: str, count: int, seed: int, size: int) -> No
         mask_png = Image.fromarray(mask).convert("P")
         mask_png.putpalette(palette)
         mask_png.save(root / f"{split}annot" / f"{index:05d}.png")
+
+
+class ShapesGeneration(TypedDict, total=False):
+    """The generation parameters of :func:`ensure_shapes_segmentation_dataset` (defaults there)."""
+
+    seed: int
+    image_size: int
+    num_train: int
+    num_val: int
+    num_test: int
 
 
 def ensure_shapes_segmentation_dataset(

@@ -16,10 +16,15 @@ values the dataset never stores. The benchmark scores each val image at its own 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Unpack
 
 from densevision.datasets.segmentation import LabelMap, Sample, SegmentationDataError
-from densevision.datasets.segmentation_datamodule import ClassWeighting, SegmentationDataModule
-from densevision.datasets.transforms import AugmentPreset
+from densevision.datasets.segmentation_datamodule import (
+    SCALE_CROP_RECIPE,
+    SegmentationDataModule,
+    SegmentationDataOptions,
+    label_space,
+)
 
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -58,6 +63,13 @@ def read_split_file(path: Path) -> list[tuple[str, str]]:
     return [(line.split()[0], f"{path} line {n}") for n, line in enumerate(lines, start=1) if line.strip()]
 
 
+# DeepLab's VOC recipe: 513x513 crops of 0.5-2x rescaled images; test reads val (labels not public).
+VOC_LABEL_SPACE = label_space(VOC_CLASSES, VOC_COLORS, IGNORE_INDEX)
+VOC_DEFAULTS: SegmentationDataOptions = {
+    **SCALE_CROP_RECIPE, "batch_size": 16, "crop_size": (513, 513), "test_split": "val"
+}
+
+
 class VOCSegmentationDataModule(SegmentationDataModule):
     """PASCAL VOC 2012 segmentation: 21 classes, boundaries (255) ignored, optionally SBD-augmented.
 
@@ -68,7 +80,7 @@ class VOCSegmentationDataModule(SegmentationDataModule):
         train_split, val_split, test_split, predict_split: ``ImageSets/Segmentation/<name>.txt`` each stage
             reads; with ``aug_masks`` set ``train_split`` is usually ``train_aug``. Test defaults to ``val``
             (VOC's test labels are not public).
-        Others: as :class:`SegmentationDataModule`.
+        Others: :class:`SegmentationDataOptions`, over the defaults ``VOC_DEFAULTS``.
 
     Raises:
         SegmentationDataError: (at setup) the training list shares images with the validation list,
@@ -82,38 +94,9 @@ class VOCSegmentationDataModule(SegmentationDataModule):
         root: str = "data/VOCdevkit/VOC2012",
         *,
         aug_masks: str | None = None,
-        batch_size: int = 16,
-        num_workers: int = 4,
-        augment: AugmentPreset = "scale_crop",
-        crop_size: tuple[int, int] | None = (513, 513),
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        resize: tuple[int, int] | None = None,
-        class_weighting: ClassWeighting = "none",
-        skip_bad: bool = False,
-        train_split: str = "train",
-        val_split: str = "val",
-        test_split: str = "val",
-        predict_split: str = "val",
+        **options: Unpack[SegmentationDataOptions],
     ) -> None:
-        super().__init__(
-            root,
-            num_classes=len(VOC_CLASSES),
-            ignore_index=IGNORE_INDEX,
-            class_names=VOC_CLASSES,
-            colors=VOC_COLORS,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            augment=augment,
-            crop_size=crop_size,
-            scale_range=scale_range,
-            resize=resize,
-            class_weighting=class_weighting,
-            skip_bad=skip_bad,
-            train_split=train_split,
-            val_split=val_split,
-            test_split=test_split,
-            predict_split=predict_split,
-        )
+        super().__init__(root, **VOC_LABEL_SPACE, **{**VOC_DEFAULTS, **options})
         self.aug_masks = aug_masks
 
     def _split_file(self, split: str) -> Path:

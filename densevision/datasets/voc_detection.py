@@ -21,9 +21,10 @@ import json
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Unpack
 
 from densevision.datasets.coco_detection import CocoFormatError
-from densevision.datasets.detection_datamodule import CocoDetectionDataModule
+from densevision.datasets.detection_datamodule import CocoDetectionDataModule, DetectionDataOptions
 from densevision.datasets.image_io import ImageFileError, check_image_file
 from densevision.datasets.voc import VOC_CLASSES, read_split_file
 from densevision.log import get_logger
@@ -138,21 +139,13 @@ class VOCDetectionDataModule(CocoDetectionDataModule):
         train_split: str = "trainval",
         val_split: str = "test",
         annotations_dir: str = "data/voc_coco",
-        image_size: int | None = None,
-        hflip: float = 0.5,
-        scale_limit: float = 0.25,
-        min_visibility: float = 0.3,
-        color_jitter: float = 0.2,
-        batch_size: int = 4,
-        num_workers: int = 0,
+        **options: Unpack[DetectionDataOptions],
     ) -> None:
         self.root, self.annotations_dir = Path(root), Path(annotations_dir)
         self.voc_splits = (train_split, val_split)
         images = str(self.root / "JPEGImages")
         super().__init__(
-            images, str(self._json(train_split)), images, str(self._json(val_split)), image_size=image_size,
-            hflip=hflip, scale_limit=scale_limit, min_visibility=min_visibility, color_jitter=color_jitter,
-            batch_size=batch_size, num_workers=num_workers)  # fmt: skip
+            images, str(self._json(train_split)), images, str(self._json(val_split)), **options)
 
     def _json(self, split: str) -> Path:
         return self.annotations_dir / f"{self.root.name}_{split}.json"

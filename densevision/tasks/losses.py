@@ -69,6 +69,14 @@ class _SegmentationLoss(nn.Module):
         valid = self._valid(target)
         return logits.movedim(1, -1)[valid], target[valid]
 
+    def _probabilities(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Checks the shapes, then the counted pixels' (P, C) softmax probabilities (at least float32)
+        and their (P, C) one-hot targets in the same dtype; P is 0 when every pixel is ignored."""
+        self._check(logits, target)
+        flat, classes = self._flat(logits, target)
+        probs = _at_least_float32(flat).softmax(1)
+        return probs, F.one_hot(classes, logits.shape[1]).to(probs.dtype)
+
     def _class_mean(self, per_class: Tensor, counted: Tensor) -> Tensor:
         """Mean of (C,) per-class losses over the ``counted`` classes, weighted by ``class_weights``."""
         weights = counted.to(per_class.dtype)
@@ -182,12 +190,9 @@ class Dice(_SegmentationLoss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """(N, C, H, W) logits, (N, H, W) classes -> scalar."""
-        self._check(logits, target)
-        flat, classes = self._flat(logits, target)
-        if classes.numel() == 0:
+        probs, onehot = self._probabilities(logits, target)
+        if len(probs) == 0:
             return logits.sum() * 0
-        probs = _at_least_float32(flat).softmax(1)
-        onehot = F.one_hot(classes, logits.shape[1]).to(probs.dtype)
         overlap = (probs * onehot).sum(0)
         total = probs.sum(0) + onehot.sum(0)
         dice = (2 * overlap + self.smooth) / (total + self.smooth).clamp(min=torch.finfo(probs.dtype).tiny)
@@ -230,12 +235,10 @@ class LovaszSoftmax(_SegmentationLoss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """(N, C, H, W) logits, (N, H, W) classes -> scalar."""
-        self._check(logits, target)
-        flat, classes = self._flat(logits, target)
-        if classes.numel() == 0:
+        probs, onehot = self._probabilities(logits, target)
+        if len(probs) == 0:
             return logits.sum() * 0
-        probs = _at_least_float32(flat).softmax(1)
-        truth = F.one_hot(classes, logits.shape[1]).to(probs.dtype).t()  # (C, P): one sort per row
+        truth = onehot.t()  # (C, P): one sort per row
         errors, order = (truth - probs.t()).abs().sort(1, descending=True)
         per_class = (errors * _lovasz_grad(truth.gather(1, order))).sum(1)
         counted = truth.sum(1) > 0 if self.present_only else torch.ones_like(per_class, dtype=torch.bool)
