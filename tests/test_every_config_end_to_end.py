@@ -188,8 +188,13 @@ def walk(config_path: Path, data_args: list[str], run: Path, images: Path, tmp_p
     assert main(["predict", "--checkpoint", str(ckpt), "--input", str(images), "--output", str(out)]) == 0
     assert sorted((out / "overlays").iterdir())
     export = ["export", "--checkpoint", str(ckpt), "--format", "torchscript", "--output", str(tmp_path / "x")]
-    # a run that resizes its inputs exports at that size (another --input-size is refused); others at 64x64
-    assert main([*export, *([] if getattr(task, "input_size", None) else EXPORT_SIZE)]) == 0
+    # a run that resizes its inputs exports at that size (another --input-size is refused); a windowed run
+    # (1024 x 1024 windows) as a dynamic file verified at 64 x 64; others at 64 x 64
+    if getattr(task, "input_size", None):
+        size = []
+    else:
+        size = EXPORT_SIZE + (["--dynamic"] if getattr(task, "sliding_window", None) else [])
+    assert main([*export, *size]) == 0
     assert list((tmp_path / "x").glob("*.pt"))
     for stage in ("validate", "test"):
         assert main([stage, *common, *ONE_BATCH, "--ckpt_path", str(ckpt)]) == 0
