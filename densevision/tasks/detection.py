@@ -124,11 +124,12 @@ class DetectionTask(BaseTask):
         if not per_image:
             return
         metrics = self.compute_metrics(per_image, stage)
-        # every process computed the same numbers from the gathered results: no reduction needed
+        # every process computed the same numbers from the gathered results: sync_dist averages equal values
+        # (and keeps Lightning from asking for it on every epoch-level value under DDP)
         shown = {"AP", "AP50"}  # in the progress bar; all of them in the loggers
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items() if k not in shown}, sync_dist=False)
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items() if k not in shown}, sync_dist=True)
         self.log_dict(
-            {f"{stage}/{k}": metrics[k] for k in shown if k in metrics}, sync_dist=False, prog_bar=True
+            {f"{stage}/{k}": metrics[k] for k in shown if k in metrics}, sync_dist=True, prog_bar=True
         )
         log_dir = self.trainer.log_dir  # a collective under DDP (broadcast): every process must ask
         if not self.trainer.sanity_checking and self.trainer.is_global_zero:

@@ -115,12 +115,15 @@ class SegmentationTask(BaseTask):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss = self.loss(self(batch["image"]), batch["mask"])
-        self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=len(batch["mask"]))
+        self.log(
+            "train/loss", loss, prog_bar=True, on_epoch=True, batch_size=len(batch["mask"]), sync_dist=True
+        )
         return loss
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         logits = self.preprocessing.postprocess(self.predict_logits(batch["image"]), batch["mask"].shape[-2:])
-        self.log(f"{stage}/loss", self.loss(logits, batch["mask"]), on_epoch=True, batch_size=len(logits))
+        loss = self.loss(logits, batch["mask"])
+        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(logits), sync_dist=True)
         self.confusion[stage].update(logits.argmax(1), batch["mask"])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -139,11 +142,13 @@ class SegmentationTask(BaseTask):
         confusion = self.confusion[stage].compute().cpu()
         metrics = iou_from_confusion(confusion)
         self.confusion[stage].reset()
-        self.log(f"{stage}/mIoU", metrics["mIoU"], prog_bar=True)
-        self.log(f"{stage}/pixel_accuracy", metrics["pixel_accuracy"])
+        # the confusion matrix is already summed over processes: sync_dist averages equal values (and keeps
+        # Lightning from asking for it on every epoch-level value under DDP)
+        self.log(f"{stage}/mIoU", metrics["mIoU"], prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/pixel_accuracy", metrics["pixel_accuracy"], sync_dist=True)
         for name, iou in zip(self.class_names, metrics["iou"], strict=True):
             if not math.isnan(iou):
-                self.log(f"{stage}/iou_{name}", iou)
+                self.log(f"{stage}/iou_{name}", iou, sync_dist=True)
         if not self.trainer.sanity_checking:
             self._write_metrics(stage, metrics, confusion)
 
