@@ -126,25 +126,25 @@ class ConstantClass(nn.Module):
         return self.conv(x)
 
 
-def validate(data) -> dict:
+def validate(data, root_dir) -> dict:
     task = SegmentationTask(ConstantClass(data.num_classes, 0), num_classes=data.num_classes,
                             ignore_index=data.ignore_index, class_names=data.class_names)  # fmt: skip
     trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False)  # fmt: skip
+                      enable_model_summary=False, default_root_dir=root_dir)  # fmt: skip
     return trainer.validate(task, datamodule=data, verbose=False)[0]
 
 
-def test_metrics_ignore_what_each_benchmark_ignores(cityscapes, voc, ade):
+def test_metrics_ignore_what_each_benchmark_ignores(cityscapes, voc, ade, tmp_path):
     # val labels: class 0 on one side, ignored ids on the other: a constant class-0 prediction is perfect
     # only if the ignored pixels count nowhere (Cityscapes ids 0..6, ADE20K's "other")
     for data in (plain(CityscapesDataModule, cityscapes), plain(ADE20KDataModule, ade)):
-        metrics = validate(data)
+        metrics = validate(data, tmp_path)
         assert metrics["val/pixel_accuracy"] == pytest.approx(1.0)
         assert metrics["val/mIoU"] == pytest.approx(1.0)
     masks = [np.asarray(Image.open(voc / f"SegmentationClass/{n}.png")) for n in VOC_IDS["val"]]
     background = sum(int((m == 0).sum()) for m in masks)
     counted = sum(int((m != 255).sum()) for m in masks)  # VOC's boundary band scores nowhere
-    metrics = validate(plain(VOCSegmentationDataModule, voc))  # two image sizes in one padded batch
+    metrics = validate(plain(VOCSegmentationDataModule, voc), tmp_path)  # two image sizes in one padded batch
     assert metrics["val/pixel_accuracy"] == pytest.approx(background / counted)
 
 
