@@ -217,7 +217,12 @@ def predict_throughput(
     """``densevision predict --model MODEL --backend B`` end to end on a folder of frames (process start,
     reading, resizing, writing masks and overlays included): frames per second of wall time per backend.
     A backend whose run fails gets its error's last line instead of a figure."""
+    from densevision.inference.model_folder import BACKEND_FORMATS, METADATA_FILE, read_metadata
+
     count = sum(1 for p in frames.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if (model / METADATA_FILE).is_file():  # an export folder runs on the backends of its format only
+        fmt = read_metadata(model)["format"]
+        backends = tuple(b for b in backends if fmt in BACKEND_FORMATS[b])
     rows = []
     for backend in backends:
         with tempfile.TemporaryDirectory() as out:
@@ -229,7 +234,8 @@ def predict_throughput(
             seconds = time.perf_counter() - start
         row: Row = {"backend": backend, "frames": count, "seconds": seconds,
                     "images_per_s": count / seconds if proc.returncode == 0 else ""}
-        row["error"] = "" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["?"])[-1]
+        lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("(densevision --")]
+        row["error"] = "" if proc.returncode == 0 else (lines or ["?"])[-1]
         rows.append(row)
     return rows
 
