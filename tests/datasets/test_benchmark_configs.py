@@ -49,7 +49,7 @@ def test_benchmark_config_fits_predicts_and_tests_on_its_replica(config, tmp_pat
     if "sliding_window" in (CONFIGS / config).read_text():  # windows smaller than the replica's 64x128 frames
         common += ["--model.init_args.sliding_window.window_size", "[64, 64]"]
     # fit only: built, not trained (tests/test_every_config_end_to_end.py trains it on the same replica)
-    cli = run_lightning_cli(["fit", *common], run=images is not None)
+    cli = run_lightning_cli(["fit", *common]) if images is not None else run_lightning_cli(common, run=False)
     assert cli.model.num_classes == num_classes == len(cli.datamodule.palette)
     assert cli.model.ignore_index == 255 and cli.model.class_names == cli.datamodule.class_names
     if images is None:
