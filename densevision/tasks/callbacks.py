@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
 import random
 import signal
@@ -12,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, RichModelSummary
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 
 from densevision.log import get_logger
 
@@ -165,3 +168,86 @@ class SaveOnInterrupt(Callback):
             "whose data it draws anew: close to, not exactly, an uninterrupted run)"
         )
 
+
+
+class RunModelSummary(ModelSummary):
+    """Lightning's model summary at the start of ``fit``, without FLOPs Lightning did not count.
+
+    Lightning counts FLOPs only for a module with an ``example_input_array`` and otherwise prints a FLOPs
+    column of zeros and ``Total FLOPs: 0``. Without a count this summary leaves both out; with one it is
+    Lightning's own (rich when ``rich`` is installed, as Lightning's default is).
+    """
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs,
+    ) -> None:
+        lightning_summary = RichModelSummary if _rich_available() else ModelSummary
+        if total_flops:
+            lightning_summary.summarize(
+                summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                total_flops, **summarize_kwargs,
+            )
+            return
+        columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        totals = [
+            ("Trainable params", get_human_readable_count(int(trainable_parameters))),
+            ("Non-trainable params", get_human_readable_count(int(total_parameters - trainable_parameters))),
+            ("Total params", get_human_readable_count(int(total_parameters))),
+            ("Total estimated model params size (MB)", get_formatted_model_size(model_size)),
+            ("Modules in train mode", str(total_training_modes["train"])),
+            ("Modules in eval mode", str(total_training_modes["eval"])),
+        ]
+        if _rich_available():
+            _print_rich_summary(columns, totals, summarize_kwargs.get("header_style", "bold magenta"))
+        else:
+            _log_plain_summary(columns, totals)
+
+
+def _rich_available() -> bool:
+    return importlib.util.find_spec("rich") is not None
+
+
+Columns = list[tuple[str, list[str]]]
+
+
+def _rows(columns: Columns) -> list[tuple[str, ...]]:
+    return list(zip(*(values for _, values in columns), strict=True))
+
+
+def _print_rich_summary(columns: Columns, totals: list[tuple[str, str]], header_style: str) -> None:
+    from rich import get_console
+    from rich.table import Table
+
+    table = Table(header_style=header_style)
+    for name, _ in columns:
+        if name == " ":
+            table.add_column(name, style="dim")
+        else:
+            table.add_column(name, justify="left" if name in ("Name", "Type", "Mode") else "right")
+    for row in _rows(columns):
+        table.add_row(*row)
+    grid = Table.grid(expand=True)
+    grid.add_column()
+    for label, value in totals:
+        grid.add_row(f"[bold]{label}[/]: {value}")
+    console = get_console()
+    console.print(table)
+    console.print(grid)
+
+
+def _log_plain_summary(columns: Columns, totals: list[tuple[str, str]]) -> None:
+    widths = [max([len(name)] + [len(str(v)) for v in values]) for name, values in columns]
+    lines = [" | ".join(name.ljust(w) for (name, _), w in zip(columns, widths, strict=True))]
+    rule = "-" * (sum(widths) + 3 * len(widths))
+    lines.append(rule)
+    lines += [" | ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)) for row in _rows(columns)]
+    lines.append(rule)
+    lines += [f"{value:<10} {label}" for label, value in totals]
+    logging.getLogger(ModelSummary.__module__).info("\n" + "\n".join(lines))

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import torch
 from jsonargparse import Namespace
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, RichModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from densevision.log import get_logger
+from densevision.tasks.callbacks import RunModelSummary
 from densevision.tasks.private_apis import drop_linked_targets
 
 log = get_logger(__name__)
@@ -319,6 +320,19 @@ class DenseVisionCLI(LightningCLI):
         super().add_arguments_to_parser(parser)
         for source, target in DATA_LINKS:
             parser.link_arguments(source, target, apply_on="instantiate")
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        """The trainer, with Lightning's default model summary (added when the config names none)
+        replaced by :class:`RunModelSummary`, which leaves out the FLOPs Lightning did not count."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        given = config.trainer.get("callbacks") or []
+        # before the trainer exists: Lightning appends its default to the config's own list
+        given_ids = {id(c) for c in (given if isinstance(given, list) else [given])}
+        trainer = super().instantiate_trainer(**kwargs)
+        for i, callback in enumerate(trainer.callbacks):
+            if type(callback) in (ModelSummary, RichModelSummary) and id(callback) not in given_ids:
+                trainer.callbacks[i] = RunModelSummary()
+        return trainer
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
