@@ -140,3 +140,14 @@ def test_missing_runtime_names_the_extra(exported, monkeypatch, package, backend
                        r"pip install densevision\[deploy\]$"):
         load_backend(folder, backend, precision="fp32")
     assert issubclass(MissingBackendError, ImportError)
+
+
+def test_a_onednn_isa_cap_below_bf16_turns_bf16_off(monkeypatch) -> None:
+    # ONEDNN_MAX_CPU_ISA=AVX2 leaves PyTorch's and OpenVINO's oneDNN without bf16 kernels on any CPU.
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    optimize.cpu_has_fast_bf16.cache_clear()
+    try:
+        assert optimize.cpu_has_fast_bf16() is False
+    finally:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+        optimize.cpu_has_fast_bf16.cache_clear()

@@ -72,6 +72,10 @@ def cpu_info() -> dict[str, object]:
     vendor = "amd" if "AMD" in name.upper() else "intel" if "INTEL" in name.upper() else "cpu"
     isa = next((label for flag, label in (("amx_bf16", "amx"), ("avx512_bf16", "avx512-bf16"),
                                          ("avx512f", "avx512"), ("avx2", "avx2")) if flag in flags), "other")
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")  # oneDNN (PyTorch's, OpenVINO's) limited to an older ISA
+    if cap:
+        name = f"{name}, oneDNN capped at {cap} (ONEDNN_MAX_CPU_ISA)"
+        isa = f"capped-{cap.lower()}"
     return {"model_name": name, "flags": present, "slug": f"{vendor}-{isa}", "bf16": cpu_has_fast_bf16()}
 
 
