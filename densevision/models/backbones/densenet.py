@@ -26,7 +26,7 @@ from typing_extensions import Unpack
 
 from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec, feature_name
 from densevision.models.layers import DenseBlock, DenseLayer, NormLayer, Transition
-from densevision.models.registry import build_backbone, family_preset, register_model
+from densevision.models.registry import build_backbone, family_preset, preset
 
 StemKind = Literal["imagenet", "cifar", "fcdensenet"]
 _LEGACY_KEY = re.compile(
@@ -141,8 +141,8 @@ class DenseNet(FeatureBackbone):
         channels = stem_channels
         for i, num_layers in enumerate(block_config):
             block = DenseBlock(
-                num_layers, channels, growth_rate, bn_size, drop_rate, memory_efficient, norm_layer,
-                dilation=nominal // stride,
+                num_layers, channels, growth_rate, bn_size, drop_rate, memory_efficient=memory_efficient,
+                norm_layer=norm_layer, dilation=nominal // stride,
             )
             self.features.add_module(f"denseblock{i + 1}", block)
             channels = block.out_channels
@@ -318,67 +318,56 @@ def fcdensenet_encoder(
     )
 
 
-@register_model
+@preset(build_backbone, DenseNet, growth_rate=32, block_config=(6, 12, 24, 16))
 def densenet121(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """DenseNet-121 (torchvision's): 7,978,856 parameters with 1000 classes."""
-    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 24, 16), **kwargs)
 
 
-@register_model
+@preset(build_backbone, DenseNet, growth_rate=48, block_config=(6, 12, 36, 24), stem_channels=96)
 def densenet161(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """DenseNet-161 (torchvision's): 28,681,000 parameters."""
-    return build_backbone(DenseNet, growth_rate=48, block_config=(6, 12, 36, 24), stem_channels=96, **kwargs)
 
 
-@register_model
+@preset(build_backbone, DenseNet, growth_rate=32, block_config=(6, 12, 32, 32))
 def densenet169(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """DenseNet-169 (torchvision's): 14,149,480 parameters."""
-    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 32, 32), **kwargs)
 
 
-@register_model
+@preset(build_backbone, DenseNet, growth_rate=32, block_config=(6, 12, 48, 32))
 def densenet201(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """DenseNet-201 (torchvision's): 20,013,928 parameters."""
-    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 48, 32), **kwargs)
 
 
-@register_model
+@preset(build_backbone, DenseNet, growth_rate=32, block_config=(6, 12, 64, 48))
 def densenet264(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """DenseNet-264 (paper Table 1; not in torchvision)."""
-    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 64, 48), **kwargs)
 
 
-@register_model
+@preset(cifar_densenet, 40, 12, bottleneck=False)
 def densenet40_k12(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet, L=40, k=12 (paper: 1.0M parameters)."""
-    return cifar_densenet(40, 12, bottleneck=False, **kwargs)
 
 
-@register_model
+@preset(cifar_densenet, 100, 12, bottleneck=False)
 def densenet100_k12(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet, L=100, k=12 (paper: 7.0M parameters)."""
-    return cifar_densenet(100, 12, bottleneck=False, **kwargs)
 
 
-@register_model
+@preset(cifar_densenet, 100, 24, bottleneck=False)
 def densenet100_k24(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet, L=100, k=24 (paper: 27.2M parameters)."""
-    return cifar_densenet(100, 24, bottleneck=False, **kwargs)
 
 
-@register_model
+@preset(cifar_densenet, 100, 12, bottleneck=True)
 def densenet_bc100_k12(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet-BC, L=100, k=12 (paper: 0.8M parameters)."""
-    return cifar_densenet(100, 12, bottleneck=True, **kwargs)
 
 
-@register_model
+@preset(cifar_densenet, 250, 24, bottleneck=True)
 def densenet_bc250_k24(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet-BC, L=250, k=24 (paper: 15.3M parameters)."""
-    return cifar_densenet(250, 24, bottleneck=True, **kwargs)
 
 
-@register_model
+@preset(cifar_densenet, 190, 40, bottleneck=True)
 def densenet_bc190_k40(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet-BC, L=190, k=40 (paper: 25.6M parameters)."""
-    return cifar_densenet(190, 40, bottleneck=True, **kwargs)
