@@ -24,7 +24,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import Unpack
 
-from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec, feature_name
+from densevision.models.features import (
+    BackboneArgs,
+    FeatureBackbone,
+    FeatureBackboneArgs,
+    FeatureSpec,
+    feature_name,
+)
 from densevision.models.layers import DenseBlock, DenseLayer, NormLayer, Transition
 from densevision.models.registry import build_backbone, family_preset, preset
 
@@ -74,12 +80,8 @@ class DenseNet(FeatureBackbone):
         drop_rate: dropout after each dense layer's 3x3 conv and each transition conv.
         transition_pool: ``"avg"`` (DenseNet) or ``"max"`` (FC-DenseNet).
         final_norm: end with BN-ReLU (``norm5``) after the last block.
-        num_classes: classifier outputs; 0 = no classifier (``forward`` returns pooled features).
-        in_chans: input image channels.
-        features_only: ``forward`` returns the feature dict instead of logits; no classifier is built.
-        out_features: names of the features to return (default: all); later stages are skipped.
+        num_classes, in_chans, features_only, out_features, memory_efficient: see ``FeatureBackbone``.
         feature_norm: tap features after the transition's BN-ReLU (True) or raw block outputs (False).
-        memory_efficient: checkpoint each dense layer's concatenation (see ``DenseLayer``).
         norm_layer: normalisation layer factory, e.g. ``torchvision.ops.FrozenBatchNorm2d``.
         output_stride: stride of the last block (None = the network's own: 32 for the ImageNet stem).
             A smaller power of two (16, 8 for ImageNet DenseNets) keeps the later transitions' BN-ReLU
@@ -109,19 +111,12 @@ class DenseNet(FeatureBackbone):
         drop_rate: float = 0.0,
         transition_pool: Literal["avg", "max"] = "avg",
         final_norm: bool = True,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        features_only: bool = False,
-        out_features: Sequence[str] | None = None,
         feature_norm: bool = True,
-        memory_efficient: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
         output_stride: int | None = None,
+        **common: Unpack[FeatureBackboneArgs],
     ) -> None:
-        super().__init__(
-            in_chans=in_chans, num_classes=num_classes, features_only=features_only,
-            memory_efficient=memory_efficient,
-        )
+        super().__init__(**common)
         _check_architecture(growth_rate, block_config, compression)
         if stem_stride not in (1, 2) or (stem == "imagenet" and stem_stride != 1):
             raise ValueError(
@@ -133,7 +128,9 @@ class DenseNet(FeatureBackbone):
         self.final_norm = final_norm
         self.fast_path = True  # CPU input goes channels-last for the fused blocks; see set_fast_path
 
-        self.features = nn.Sequential(_build_stem(stem, in_chans, stem_channels, norm_layer, stem_stride))
+        memory_efficient = self.grad_checkpointing  # the option, which every layer and transition keeps
+        stem_layers = _build_stem(stem, self.in_chans, stem_channels, norm_layer, stem_stride)
+        self.features = nn.Sequential(stem_layers)
         specs = [FeatureSpec("c1", stem_channels, 2)] if stem == "imagenet" else []
         first_stride = 4 if stem == "imagenet" else stem_stride
         self.output_stride = _check_output_stride(output_stride, first_stride, len(block_config))
@@ -158,8 +155,8 @@ class DenseNet(FeatureBackbone):
                 channels, nominal = out, nominal * 2
         if final_norm:
             self.features.add_module(f"norm{len(block_config) + 1}", norm_layer(channels))
-        self._set_features(specs, out_features)
-        self.classifier = nn.Linear(channels, num_classes) if self.num_classes > 0 else None
+        self._set_features(specs)
+        self.classifier = nn.Linear(channels, self.num_classes) if self.num_classes > 0 else None
         self._init_weights()
 
     def __prepare_scriptable__(self) -> nn.Module:
