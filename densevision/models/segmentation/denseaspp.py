@@ -111,6 +111,17 @@ class DenseASPPHead(nn.Module):
         return torch.cat(features, 1)
 
 
+class DenseASPPHeadArgs(TypedDict, total=False):
+    """``DenseASPPHead``'s keyword options, which ``DenseASPP`` passes on (defaults there)."""
+
+    reduce_channels: int | None
+    mid_channels: int
+    growth_rate: int
+    rates: Sequence[int]
+    drop_rate: float
+    norm_layer: NormLayer
+
+
 class DenseASPP(SegmentationModel):
     """DenseASPP segmentation on any backbone with ``feature_info``: the head on the deepest feature, a
     dropout + 1x1 classifier, logits resized to the input.
@@ -119,9 +130,9 @@ class DenseASPP(SegmentationModel):
         backbone: returns a feature dict and describes it in ``feature_info`` (e.g. a densevision
             ``DenseNet`` with ``features_only=True`` and ``output_stride=8``); only the last feature is read.
         num_classes: output classes C.
-        reduce_channels, mid_channels, growth_rate, rates, drop_rate: see ``DenseASPPHead``.
         classifier_drop_rate: Dropout2d before the classifier.
-        norm_layer: normalisation layer factory of the head.
+        head: the head's options (``DenseASPPHeadArgs``: ``reduce_channels``, ``mid_channels``,
+            ``growth_rate``, ``rates``, ``drop_rate``, ``norm_layer``; see ``DenseASPPHead``).
 
     Shapes: (N, C_in, H, W) -> logits (N, num_classes, H, W), for any H, W >= ``min_input_size``.
     """
@@ -131,22 +142,14 @@ class DenseASPP(SegmentationModel):
         *,
         backbone: nn.Module,
         num_classes: int,
-        reduce_channels: int | None = None,
-        mid_channels: int = 512,
-        growth_rate: int = 128,
-        rates: Sequence[int] = PAPER_RATES,
-        drop_rate: float = 0.1,
         classifier_drop_rate: float = 0.1,
-        norm_layer: NormLayer = nn.BatchNorm2d,
+        **head: Unpack[DenseASPPHeadArgs],
     ) -> None:
         super().__init__(num_classes=num_classes)
         deepest = tuple(backbone.feature_info)[-1]
         self.backbone = backbone
         self.feature = deepest.name
-        self.head = DenseASPPHead(
-            deepest.channels, reduce_channels=reduce_channels, mid_channels=mid_channels,
-            growth_rate=growth_rate, rates=rates, drop_rate=drop_rate, norm_layer=norm_layer,
-        )  # fmt: skip
+        self.head = DenseASPPHead(deepest.channels, **head)
         self.classifier = nn.Sequential(
             nn.Dropout2d(classifier_drop_rate), nn.Conv2d(self.head.out_channels, num_classes, kernel_size=1)
         )
