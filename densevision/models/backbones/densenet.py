@@ -17,12 +17,13 @@ import math
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from typing_extensions import Unpack
+from typing_extensions import TypedDict, Unpack
 
 from densevision.models.features import (
     BackboneArgs,
@@ -244,7 +245,6 @@ def _check_output_stride(output_stride: int | None, first_stride: int, num_block
     return output_stride
 
 
-
 class DenseNetArgs(BackboneArgs, total=False):
     """``BackboneArgs`` and the DenseNet's own preset options (see ``DenseNet``).
 
@@ -257,6 +257,26 @@ class DenseNetArgs(BackboneArgs, total=False):
     drop_rate: float
     norm_layer: NormLayer
     output_stride: int | None
+
+
+class DenseNetEncoderArgs(TypedDict, total=False):
+    """The ImageNet DenseNet options a segmenter built on one takes (``tiramisu_densenet``,
+    ``denseaspp_densenet``, ``deeplabv3plus_densenet`` and their presets) and passes on to
+    ``imagenet_densenet``; ``memory_efficient`` and ``norm_layer`` serve the segmenter's own layers too.
+    Defaults: ``DenseNet``'s.
+
+    Attributes:
+        weights: a local torchvision or densevision ImageNet state dict for the backbone (its classifier is
+            dropped); never downloaded.
+        in_chans: input image channels (pretrained first-conv weights are adapted).
+        memory_efficient: recompute each dense layer's concatenation in backward instead of storing it.
+        norm_layer: normalisation layer factory.
+    """
+
+    weights: str | Path | None
+    in_chans: int
+    memory_efficient: bool
+    norm_layer: NormLayer
 
 
 def imagenet_densenet(name: str, **kwargs: Unpack[DenseNetArgs]) -> DenseNet:

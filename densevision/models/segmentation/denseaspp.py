@@ -24,14 +24,13 @@ checkpoint (142.7 MB, as its README lists it).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TypedDict, Unpack
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
+from typing_extensions import TypedDict, Unpack
 
-from densevision.models.backbones.densenet import imagenet_densenet
+from densevision.models.backbones.densenet import DenseNetEncoderArgs, imagenet_densenet
 from densevision.models.layers import NormLayer
 from densevision.models.registry import register_model
 from densevision.models.segmentation.base import SegmentationModel, backbone_input, kaiming_init
@@ -175,41 +174,33 @@ def denseaspp_densenet(
     name: str,
     *,
     num_classes: int = 11,
-    weights: str | Path | None = None,
-    in_chans: int = 3,
     output_stride: int = 8,
     drop_rate: float = 0.1,
-    memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    **encoder: Unpack[DenseNetEncoderArgs],
 ) -> DenseASPP:
     """``DenseASPP`` on the ImageNet DenseNet ``name`` at ``output_stride`` with the authors' widths.
 
-    ``weights``: a local torchvision or densevision ImageNet state dict for the backbone (its classifier
-    is dropped); never downloaded. ``drop_rate``: the head's dropouts (the backbone has none, as in the
-    paper).
+    ``encoder``: the backbone's ``weights``, ``in_chans``, ``memory_efficient`` and ``norm_layer`` (the
+    head's too; see ``DenseNetEncoderArgs``). ``drop_rate``: the head's dropouts (the backbone has none,
+    as in the paper).
     """
     if name not in _WIDTHS:
         raise ValueError(f"no DenseASPP widths for {name!r}; choose one of {list(_WIDTHS)}")
-    backbone = imagenet_densenet(
-        name, weights=weights, in_chans=in_chans, features_only=True, out_features=["c5"],
-        memory_efficient=memory_efficient, norm_layer=norm_layer, output_stride=output_stride,
-    )  # fmt: skip
+    backbone = imagenet_densenet(name, features_only=True, out_features=["c5"], output_stride=output_stride,
+                                 **encoder)  # fmt: skip
     mid_channels, growth_rate = _WIDTHS[name]
+    norm_layer = encoder.get("norm_layer", nn.BatchNorm2d)
     return DenseASPP(
         backbone=backbone, num_classes=num_classes, mid_channels=mid_channels, growth_rate=growth_rate,
         drop_rate=drop_rate, classifier_drop_rate=drop_rate, norm_layer=norm_layer,
     )  # fmt: skip
 
 
-class DenseASPPOptions(TypedDict, total=False):
+class DenseASPPOptions(DenseNetEncoderArgs, total=False):
     """The options a ``denseaspp_densenet*`` preset passes on to ``denseaspp_densenet`` (defaults there)."""
 
-    weights: str | Path | None
-    in_chans: int
     output_stride: int
     drop_rate: float
-    memory_efficient: bool
-    norm_layer: NormLayer
 
 
 # Presets: ``num_classes`` is a parameter of its own (the CLI links the data module's into it); the other

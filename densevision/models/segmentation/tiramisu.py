@@ -13,12 +13,11 @@ Both return logits of the input's size for any H x W at least the network's tota
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TypedDict, Unpack
 
 from torch import Tensor, nn
+from typing_extensions import TypedDict, Unpack
 
-from densevision.models.backbones.densenet import fcdensenet_encoder, imagenet_densenet
+from densevision.models.backbones.densenet import DenseNetEncoderArgs, fcdensenet_encoder, imagenet_densenet
 from densevision.models.layers import DenseBlock, NormLayer
 from densevision.models.registry import preset
 from densevision.models.segmentation.base import SegmentationModel, backbone_input, kaiming_init
@@ -187,35 +186,18 @@ def tiramisu_densenet(
     name: str,
     *,
     num_classes: int = 11,
-    weights: str | Path | None = None,
-    in_chans: int = 3,
     decoder_layers: Sequence[int] | None = None,
     growth_rate: int = 16,
     drop_rate: float = 0.2,
-    memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    **encoder: Unpack[DenseNetEncoderArgs],
 ) -> TiramisuSegmenter:
-    """``TiramisuSegmenter`` on the ImageNet DenseNet ``name`` (``densenet121`` ...).
-
-    ``weights``: a local torchvision or densevision ImageNet state dict for the backbone (its classifier
-    is dropped); never downloaded.
-    """
-    backbone = imagenet_densenet(
-        name,
-        weights=weights,
-        in_chans=in_chans,
-        features_only=True,
-        memory_efficient=memory_efficient,
-        norm_layer=norm_layer,
-    )
+    """``TiramisuSegmenter`` on the ImageNet DenseNet ``name`` (``densenet121`` ...); ``encoder``: its
+    ``weights``, ``in_chans``, ``memory_efficient`` and ``norm_layer`` (see ``DenseNetEncoderArgs``)."""
+    backbone = imagenet_densenet(name, features_only=True, **encoder)
     return TiramisuSegmenter(
-        backbone=backbone,
-        num_classes=num_classes,
-        decoder_layers=decoder_layers,
-        growth_rate=growth_rate,
-        drop_rate=drop_rate,
-        memory_efficient=memory_efficient,
-        norm_layer=norm_layer,
+        backbone=backbone, num_classes=num_classes, decoder_layers=decoder_layers, growth_rate=growth_rate,
+        drop_rate=drop_rate, memory_efficient=encoder.get("memory_efficient", False),
+        norm_layer=encoder.get("norm_layer", nn.BatchNorm2d),
     )
 
 
@@ -229,16 +211,12 @@ class FCDenseNetOptions(TypedDict, total=False):
     norm_layer: NormLayer
 
 
-class TiramisuOptions(TypedDict, total=False):
+class TiramisuOptions(DenseNetEncoderArgs, total=False):
     """The options a ``tiramisu_densenet*`` preset passes on to ``tiramisu_densenet`` (defaults there)."""
 
-    weights: str | Path | None
-    in_chans: int
     decoder_layers: Sequence[int] | None
     growth_rate: int
     drop_rate: float
-    memory_efficient: bool
-    norm_layer: NormLayer
 
 
 # A public name kept for code that imports it.
