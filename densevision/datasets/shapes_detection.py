@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from densevision.datasets.generated import generate_once
+
 # name, base RGB colour; each class also has its own shape and texture (see _shape_mask / _texture)
 CLASSES: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("disc", (220, 50, 40)),
@@ -133,17 +135,16 @@ def ensure_shapes_detection_dataset(
     Returns:
         ``root``; images under ``root/images``, annotations ``root/annotations/{train,val}.json``.
     """
-    root = Path(root)
     params = {"version": _FORMAT_VERSION, "seed": seed, "num_train": num_train, "num_val": num_val,
               "image_size": image_size, "max_objects": max_objects, "empty_fraction": empty_fraction}
-    stamp = root / "dataset.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == params:
-        return root
-    if image_size < 32:
-        raise ValueError(f"image_size must be at least 32 px, got {image_size}")
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    _write_split(root, "train", rng, num_train, image_size, max_objects, empty_fraction, first_id=1)
-    _write_split(root, "val", rng, num_val, image_size, max_objects, empty_fraction, first_id=num_train + 1)
-    stamp.write_text(json.dumps(params))  # written last: a half-written dataset is regenerated
-    return root
+
+    def write(root: Path) -> None:
+        if image_size < 32:
+            raise ValueError(f"image_size must be at least 32 px, got {image_size}")
+        rng = np.random.default_rng(seed)
+        root.mkdir(parents=True, exist_ok=True)
+        drawing = (image_size, max_objects, empty_fraction)
+        _write_split(root, "train", rng, num_train, *drawing, first_id=1)
+        _write_split(root, "val", rng, num_val, *drawing, first_id=num_train + 1)
+
+    return generate_once(root, "dataset.json", params, write)

@@ -14,7 +14,6 @@ palette PNG masks, so the same loader that reads CamVid reads it.
 from __future__ import annotations
 
 import colorsys
-import json
 import shutil
 from pathlib import Path
 from typing import TypedDict
@@ -22,6 +21,8 @@ from typing import TypedDict
 import cv2
 import numpy as np
 from PIL import Image
+
+from densevision.datasets.generated import generate_once
 
 SHAPES_CLASSES = ("background", "stripes", "checker", "dots", "speckle")
 SHAPES_COLORS = ((60, 60, 60), (230, 60, 50), (60, 200, 70), (60, 110, 240), (240, 200, 40))
@@ -163,19 +164,16 @@ def ensure_shapes_segmentation_dataset(
     Returns:
         ``root`` as a Path.
     """
-    root = Path(root)
     params = {
         "seed": seed, "image_size": image_size, "num_train": num_train, "num_val": num_val,
         "num_test": num_test, "classes": list(SHAPES_CLASSES),
     }  # fmt: skip
-    manifest = root / _MANIFEST
-    if manifest.is_file() and json.loads(manifest.read_text()) == params:
-        return root
-    for split in SPLITS:
-        shutil.rmtree(root / split, ignore_errors=True)
-        shutil.rmtree(root / f"{split}annot", ignore_errors=True)
-    for split, count in zip(SPLITS, (num_train, num_val, num_test), strict=True):
-        _write_split(root, split, count, seed, image_size)
-    # Written last: an interrupted generation is redone on the next use.
-    manifest.write_text(json.dumps(params, indent=1))
-    return root
+
+    def write(root: Path) -> None:
+        for split in SPLITS:
+            shutil.rmtree(root / split, ignore_errors=True)
+            shutil.rmtree(root / f"{split}annot", ignore_errors=True)
+        for split, count in zip(SPLITS, (num_train, num_val, num_test), strict=True):
+            _write_split(root, split, count, seed, image_size)
+
+    return generate_once(root, _MANIFEST, params, write)

@@ -88,12 +88,11 @@ def check_backbone_input(backbone: object, x: object) -> None:
         )
 
 
-class BackboneArgs(TypedDict, total=False):
-    """Keyword arguments every registered backbone preset takes (``**kwargs: Unpack[...]``, so a YAML typo
-    still fails when parsed); the family's class gives the defaults.
+class FeatureBackboneArgs(TypedDict, total=False):
+    """The keyword arguments of ``FeatureBackbone``, which every family's constructor takes as
+    ``**common: Unpack[FeatureBackboneArgs]`` and passes on (defaults there).
 
     Attributes:
-        weights: local state-dict file loaded strictly (default None: random initialisation).
         num_classes: classifier outputs; 0 = no classifier (``forward`` returns pooled features).
         in_chans: input image channels (pretrained first-conv weights are adapted).
         features_only: ``forward`` returns the feature dict; no classifier is built.
@@ -101,7 +100,6 @@ class BackboneArgs(TypedDict, total=False):
         memory_efficient: recompute each block in backward instead of storing its activations.
     """
 
-    weights: str | Path | None
     num_classes: int
     in_chans: int
     features_only: bool
@@ -109,11 +107,23 @@ class BackboneArgs(TypedDict, total=False):
     memory_efficient: bool
 
 
+class BackboneArgs(FeatureBackboneArgs, total=False):
+    """Keyword arguments every registered backbone preset takes (``**kwargs: Unpack[...]``, so a YAML typo
+    still fails when parsed): ``FeatureBackboneArgs`` and ``weights``; the family's class gives the
+    defaults.
+
+    Attributes:
+        weights: local state-dict file loaded strictly (default None: random initialisation).
+    """
+
+    weights: str | Path | None
+
+
 class FeatureBackbone(nn.Module):
     """Base of every backbone family: the feature contract of this module.
 
-    A subclass calls ``super().__init__(...)`` first, builds its layers, then ``_set_features`` with every
-    feature it can tap (high to low resolution), and implements ``forward_features`` (running each
+    A subclass calls ``super().__init__(**common)`` first, builds its layers, then ``_set_features`` with
+    every feature it can tap (high to low resolution), and implements ``forward_features`` (running each
     checkpointable unit through ``_block`` and each tap through ``_tap``) and ``stage_groups``. Its class
     attributes name how its weight files load: ``remap_weight_keys`` (file keys -> its keys),
     ``first_conv`` (key of the first conv's weight) and ``weights_hint`` (how to save such a file).
@@ -121,9 +131,11 @@ class FeatureBackbone(nn.Module):
     subclass, then ``classifier`` (None without classes).
 
     Args:
-        in_chans: input image channels.
         num_classes: classifier outputs; 0 = no classifier (``forward`` returns pooled features).
+        in_chans: input image channels.
         features_only: ``forward`` returns the feature dict; no classifier is built.
+        out_features: names of the features to return (default: all); later stages are not run (see
+            ``_set_features``).
         memory_efficient: initial ``grad_checkpointing``.
 
     Attributes:
@@ -140,7 +152,13 @@ class FeatureBackbone(nn.Module):
     classifier: nn.Module | None
 
     def __init__(
-        self, *, in_chans: int, num_classes: int, features_only: bool, memory_efficient: bool
+        self,
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        features_only: bool = False,
+        out_features: Sequence[str] | None = None,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
         if in_chans < 1:
@@ -151,10 +169,12 @@ class FeatureBackbone(nn.Module):
         self.features_only = features_only
         self.num_classes = 0 if features_only else num_classes
         self.grad_checkpointing = memory_efficient
+        self._out_features = out_features
 
-    def _set_features(self, specs: Sequence[FeatureSpec], out_features: Sequence[str] | None) -> None:
+    def _set_features(self, specs: Sequence[FeatureSpec]) -> None:
+        """Declare every feature the architecture can tap (``specs``) and select the ``out_features``."""
         self.available_features = tuple(specs)
-        self.feature_info = select_features(specs, out_features)
+        self.feature_info = select_features(specs, self._out_features)
         if not self.features_only and specs[-1] not in self.feature_info:
             self.feature_info = (*self.feature_info, specs[-1])  # the classifier needs the last stage
         self._wanted = frozenset(spec.name for spec in self.feature_info)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import Tensor, nn
+from typing_extensions import TypedDict, Unpack
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -81,6 +82,14 @@ def checkpoint_block(module: nn.Module, fn: Callable[..., Tensor], *inputs: Tens
         fn, *inputs, use_reentrant=False,
         context_fn=lambda: (contextlib.nullcontext(), _FrozenRunningStats(module)),
     )
+
+
+class DenseLayerOptions(TypedDict, total=False):
+    """``DenseLayer``'s keyword options, which a ``DenseBlock`` gives every layer (defaults there)."""
+
+    memory_efficient: bool
+    norm_layer: NormLayer
+    dilation: int
 
 
 class DenseLayer(nn.Module):
@@ -171,7 +180,8 @@ class DenseBlock(nn.ModuleDict):
 
     ``forward``: (N, in_channels, H, W) -> (N, in_channels + num_layers * growth_rate, H, W), the input
     first and the new maps last (so ``out[:, -num_layers * growth_rate:]`` are the new maps).
-    ``dilation`` is every layer's 3x3 dilation (see ``DenseLayer``).
+    ``bn_size``, ``drop_rate`` and the keyword ``layer_options`` (``memory_efficient``, ``norm_layer``,
+    ``dilation``) are every layer's (see ``DenseLayer``).
     """
 
     def __init__(
@@ -181,16 +191,12 @@ class DenseBlock(nn.ModuleDict):
         growth_rate: int,
         bn_size: int,
         drop_rate: float,
-        memory_efficient: bool = False,
-        norm_layer: NormLayer = nn.BatchNorm2d,
-        dilation: int = 1,
+        **layer_options: Unpack[DenseLayerOptions],
     ) -> None:
         super().__init__()
         for i in range(num_layers):
-            layer = DenseLayer(
-                in_channels + i * growth_rate, growth_rate, bn_size, drop_rate, memory_efficient, norm_layer,
-                dilation,
-            )
+            width = in_channels + i * growth_rate
+            layer = DenseLayer(width, growth_rate, bn_size, drop_rate, **layer_options)
             self.add_module(f"denselayer{i + 1}", layer)
         self.in_channels = in_channels
         self.growth_rate = growth_rate

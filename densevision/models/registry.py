@@ -1,10 +1,13 @@
-"""``create_model`` / ``list_models``: named presets, as in timm; and what the presets share: building a
-backbone with its local weights (``build_backbone``) and a family's by-name builder (``family_preset``)."""
+"""``create_model`` / ``list_models``: named presets, as in timm; and what the presets share: the
+``preset`` declaration, building a backbone with its local weights (``build_backbone``) and a family's
+by-name builder (``family_preset``)."""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -22,6 +25,40 @@ def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module
         raise ValueError(f"model {name!r} is registered twice")
     _MODEL_BUILDERS[name] = builder
     return builder
+
+
+def preset(
+    builder: Callable[..., M], /, *args: object, **fixed: object
+) -> Callable[[Callable[..., M]], Callable[..., M]]:
+    """Declare and register a preset in two lines: the decorated function states the preset's name, its
+    typed keyword arguments (``**options: Unpack[...]``, so that LightningCLI refuses a typo when a config
+    is parsed), their defaults, its return type and its docstring; its body is the docstring alone. Called,
+    the preset returns ``builder(*args, **fixed, **arguments)``, where ``arguments`` are the caller's
+    keywords with the declared defaults filled in.
+
+    Example:
+        ``@preset(build_backbone, DenseNet, growth_rate=32, block_config=(6, 12, 24, 16))`` above
+        ``def densenet121(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:`` and its docstring.
+    """
+
+    def register(declaration: Callable[..., M]) -> Callable[..., M]:
+        signature = inspect.signature(declaration)
+
+        # functools.wraps keeps the declaration's name, module, docstring and (through __wrapped__) its
+        # signature, which is what create_model, LightningCLI's class_path and the API reference read.
+        @functools.wraps(declaration)
+        def build(**kwargs: object) -> M:
+            bound = signature.bind(**kwargs)
+            bound.apply_defaults()
+            arguments: dict[str, object] = {}
+            for name, value in bound.arguments.items():
+                is_options = signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD
+                arguments.update(value if is_options else {name: value})
+            return builder(*args, **fixed, **arguments)
+
+        return register_model(build)
+
+    return register
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+ClassWeights = Tensor | Sequence[float]
+"""Per-class loss weights: a (C,) tensor or a list of C floats."""
 LossFactory = Callable[[int | None, Tensor | None], nn.Module]
 """``(ignore_index, class_weights) -> loss module``: every loss class here is one."""
 
@@ -38,7 +40,7 @@ class _SegmentationLoss(nn.Module):
     """Holds the label space: ``ignore_index`` and the class weights (a non-persistent buffer: it follows
     the module's device, and checkpoints keep the task's copy only)."""
 
-    def __init__(self, ignore_index: int | None, class_weights: Tensor | Sequence[float] | None) -> None:
+    def __init__(self, ignore_index: int | None, class_weights: ClassWeights | None) -> None:
         super().__init__()
         self.ignore_index = ignore_index
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
@@ -101,10 +103,7 @@ class CrossEntropy(_SegmentationLoss):
     """
 
     def __init__(
-        self,
-        ignore_index: int | None = None,
-        class_weights: Tensor | Sequence[float] | None = None,
-        *,
+        self, ignore_index: int | None = None, class_weights: ClassWeights | None = None, *,
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(ignore_index, class_weights)
@@ -136,10 +135,7 @@ class Focal(_SegmentationLoss):
     """
 
     def __init__(
-        self,
-        ignore_index: int | None = None,
-        class_weights: Tensor | Sequence[float] | None = None,
-        *,
+        self, ignore_index: int | None = None, class_weights: ClassWeights | None = None, *,
         gamma: float = 2.0,
     ) -> None:
         super().__init__(ignore_index, class_weights)
@@ -175,12 +171,8 @@ class Dice(_SegmentationLoss):
     """
 
     def __init__(
-        self,
-        ignore_index: int | None = None,
-        class_weights: Tensor | Sequence[float] | None = None,
-        *,
-        smooth: float = 1.0,
-        present_only: bool = False,
+        self, ignore_index: int | None = None, class_weights: ClassWeights | None = None, *,
+        smooth: float = 1.0, present_only: bool = False,
     ) -> None:
         super().__init__(ignore_index, class_weights)
         if smooth < 0:
@@ -224,10 +216,7 @@ class LovaszSoftmax(_SegmentationLoss):
     """
 
     def __init__(
-        self,
-        ignore_index: int | None = None,
-        class_weights: Tensor | Sequence[float] | None = None,
-        *,
+        self, ignore_index: int | None = None, class_weights: ClassWeights | None = None, *,
         present_only: bool = True,
     ) -> None:
         super().__init__(ignore_index, class_weights)

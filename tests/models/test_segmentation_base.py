@@ -83,7 +83,8 @@ def test_every_registered_name_is_kept_and_the_segmentation_presets_are_exactly_
 @pytest.mark.parametrize("name", sorted(SEGMENTATION_PRESETS))
 def test_preset_is_written_out_and_takes_the_keywords_it_took(name):
     preset = getattr(segmentation, name)
-    source = Path(inspect.getsourcefile(preset)).read_text()
+    # inspect.unwrap: a registry.preset declaration, whose body the decorator supplies
+    source = Path(inspect.getsourcefile(inspect.unwrap(preset))).read_text()
     assert f"def {name}(" in source  # a name grep and tools can follow, not a globals() write
     assert accepted_keywords(preset) == SEGMENTATION_PRESETS[name]
     assert inspect.signature(preset).parameters["num_classes"].default == DEFAULT_CLASSES[name]

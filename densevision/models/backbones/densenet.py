@@ -17,16 +17,23 @@ import math
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from typing_extensions import Unpack
+from typing_extensions import TypedDict, Unpack
 
-from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec, feature_name
+from densevision.models.features import (
+    BackboneArgs,
+    FeatureBackbone,
+    FeatureBackboneArgs,
+    FeatureSpec,
+    feature_name,
+)
 from densevision.models.layers import DenseBlock, DenseLayer, NormLayer, Transition
-from densevision.models.registry import build_backbone, family_preset, register_model
+from densevision.models.registry import build_backbone, family_preset, preset
 
 StemKind = Literal["imagenet", "cifar", "fcdensenet"]
 _LEGACY_KEY = re.compile(
@@ -74,12 +81,8 @@ class DenseNet(FeatureBackbone):
         drop_rate: dropout after each dense layer's 3x3 conv and each transition conv.
         transition_pool: ``"avg"`` (DenseNet) or ``"max"`` (FC-DenseNet).
         final_norm: end with BN-ReLU (``norm5``) after the last block.
-        num_classes: classifier outputs; 0 = no classifier (``forward`` returns pooled features).
-        in_chans: input image channels.
-        features_only: ``forward`` returns the feature dict instead of logits; no classifier is built.
-        out_features: names of the features to return (default: all); later stages are skipped.
+        num_classes, in_chans, features_only, out_features, memory_efficient: see ``FeatureBackbone``.
         feature_norm: tap features after the transition's BN-ReLU (True) or raw block outputs (False).
-        memory_efficient: checkpoint each dense layer's concatenation (see ``DenseLayer``).
         norm_layer: normalisation layer factory, e.g. ``torchvision.ops.FrozenBatchNorm2d``.
         output_stride: stride of the last block (None = the network's own: 32 for the ImageNet stem).
             A smaller power of two (16, 8 for ImageNet DenseNets) keeps the later transitions' BN-ReLU
@@ -109,19 +112,12 @@ class DenseNet(FeatureBackbone):
         drop_rate: float = 0.0,
         transition_pool: Literal["avg", "max"] = "avg",
         final_norm: bool = True,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        features_only: bool = False,
-        out_features: Sequence[str] | None = None,
         feature_norm: bool = True,
-        memory_efficient: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
         output_stride: int | None = None,
+        **common: Unpack[FeatureBackboneArgs],
     ) -> None:
-        super().__init__(
-            in_chans=in_chans, num_classes=num_classes, features_only=features_only,
-            memory_efficient=memory_efficient,
-        )
+        super().__init__(**common)
         _check_architecture(growth_rate, block_config, compression)
         if stem_stride not in (1, 2) or (stem == "imagenet" and stem_stride != 1):
             raise ValueError(
@@ -133,7 +129,9 @@ class DenseNet(FeatureBackbone):
         self.final_norm = final_norm
         self.fast_path = True  # CPU input goes channels-last for the fused blocks; see set_fast_path
 
-        self.features = nn.Sequential(_build_stem(stem, in_chans, stem_channels, norm_layer, stem_stride))
+        memory_efficient = self.grad_checkpointing  # the option, which every layer and transition keeps
+        stem_layers = _build_stem(stem, self.in_chans, stem_channels, norm_layer, stem_stride)
+        self.features = nn.Sequential(stem_layers)
         specs = [FeatureSpec("c1", stem_channels, 2)] if stem == "imagenet" else []
         first_stride = 4 if stem == "imagenet" else stem_stride
         self.output_stride = _check_output_stride(output_stride, first_stride, len(block_config))
@@ -141,8 +139,8 @@ class DenseNet(FeatureBackbone):
         channels = stem_channels
         for i, num_layers in enumerate(block_config):
             block = DenseBlock(
-                num_layers, channels, growth_rate, bn_size, drop_rate, memory_efficient, norm_layer,
-                dilation=nominal // stride,
+                num_layers, channels, growth_rate, bn_size, drop_rate, memory_efficient=memory_efficient,
+                norm_layer=norm_layer, dilation=nominal // stride,
             )
             self.features.add_module(f"denseblock{i + 1}", block)
             channels = block.out_channels
@@ -158,8 +156,8 @@ class DenseNet(FeatureBackbone):
                 channels, nominal = out, nominal * 2
         if final_norm:
             self.features.add_module(f"norm{len(block_config) + 1}", norm_layer(channels))
-        self._set_features(specs, out_features)
-        self.classifier = nn.Linear(channels, num_classes) if self.num_classes > 0 else None
+        self._set_features(specs)
+        self.classifier = nn.Linear(channels, self.num_classes) if self.num_classes > 0 else None
         self._init_weights()
 
     def __prepare_scriptable__(self) -> nn.Module:
@@ -247,7 +245,6 @@ def _check_output_stride(output_stride: int | None, first_stride: int, num_block
     return output_stride
 
 
-
 class DenseNetArgs(BackboneArgs, total=False):
     """``BackboneArgs`` and the DenseNet's own preset options (see ``DenseNet``).
 
@@ -260,6 +257,26 @@ class DenseNetArgs(BackboneArgs, total=False):
     drop_rate: float
     norm_layer: NormLayer
     output_stride: int | None
+
+
+class DenseNetEncoderArgs(TypedDict, total=False):
+    """The ImageNet DenseNet options a segmenter built on one takes (``tiramisu_densenet``,
+    ``denseaspp_densenet``, ``deeplabv3plus_densenet`` and their presets) and passes on to
+    ``imagenet_densenet``; ``memory_efficient`` and ``norm_layer`` serve the segmenter's own layers too.
+    Defaults: ``DenseNet``'s.
+
+    Attributes:
+        weights: a local torchvision or densevision ImageNet state dict for the backbone (its classifier is
+            dropped); never downloaded.
+        in_chans: input image channels (pretrained first-conv weights are adapted).
+        memory_efficient: recompute each dense layer's concatenation in backward instead of storing it.
+        norm_layer: normalisation layer factory.
+    """
+
+    weights: str | Path | None
+    in_chans: int
+    memory_efficient: bool
+    norm_layer: NormLayer
 
 
 def imagenet_densenet(name: str, **kwargs: Unpack[DenseNetArgs]) -> DenseNet:
@@ -318,67 +335,56 @@ def fcdensenet_encoder(
     )
 
 
-@register_model
+@preset(build_backbone, DenseNet, growth_rate=32, block_config=(6, 12, 24, 16))
 def densenet121(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """DenseNet-121 (torchvision's): 7,978,856 parameters with 1000 classes."""
-    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 24, 16), **kwargs)
 
 
-@register_model
+@preset(build_backbone, DenseNet, growth_rate=48, block_config=(6, 12, 36, 24), stem_channels=96)
 def densenet161(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """DenseNet-161 (torchvision's): 28,681,000 parameters."""
-    return build_backbone(DenseNet, growth_rate=48, block_config=(6, 12, 36, 24), stem_channels=96, **kwargs)
 
 
-@register_model
+@preset(build_backbone, DenseNet, growth_rate=32, block_config=(6, 12, 32, 32))
 def densenet169(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """DenseNet-169 (torchvision's): 14,149,480 parameters."""
-    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 32, 32), **kwargs)
 
 
-@register_model
+@preset(build_backbone, DenseNet, growth_rate=32, block_config=(6, 12, 48, 32))
 def densenet201(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """DenseNet-201 (torchvision's): 20,013,928 parameters."""
-    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 48, 32), **kwargs)
 
 
-@register_model
+@preset(build_backbone, DenseNet, growth_rate=32, block_config=(6, 12, 64, 48))
 def densenet264(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """DenseNet-264 (paper Table 1; not in torchvision)."""
-    return build_backbone(DenseNet, growth_rate=32, block_config=(6, 12, 64, 48), **kwargs)
 
 
-@register_model
+@preset(cifar_densenet, 40, 12, bottleneck=False)
 def densenet40_k12(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet, L=40, k=12 (paper: 1.0M parameters)."""
-    return cifar_densenet(40, 12, bottleneck=False, **kwargs)
 
 
-@register_model
+@preset(cifar_densenet, 100, 12, bottleneck=False)
 def densenet100_k12(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet, L=100, k=12 (paper: 7.0M parameters)."""
-    return cifar_densenet(100, 12, bottleneck=False, **kwargs)
 
 
-@register_model
+@preset(cifar_densenet, 100, 24, bottleneck=False)
 def densenet100_k24(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet, L=100, k=24 (paper: 27.2M parameters)."""
-    return cifar_densenet(100, 24, bottleneck=False, **kwargs)
 
 
-@register_model
+@preset(cifar_densenet, 100, 12, bottleneck=True)
 def densenet_bc100_k12(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet-BC, L=100, k=12 (paper: 0.8M parameters)."""
-    return cifar_densenet(100, 12, bottleneck=True, **kwargs)
 
 
-@register_model
+@preset(cifar_densenet, 250, 24, bottleneck=True)
 def densenet_bc250_k24(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet-BC, L=250, k=24 (paper: 15.3M parameters)."""
-    return cifar_densenet(250, 24, bottleneck=True, **kwargs)
 
 
-@register_model
+@preset(cifar_densenet, 190, 40, bottleneck=True)
 def densenet_bc190_k40(**kwargs: Unpack[DenseNetArgs]) -> DenseNet:
     """CIFAR DenseNet-BC, L=190, k=40 (paper: 25.6M parameters)."""
-    return cifar_densenet(190, 40, bottleneck=True, **kwargs)

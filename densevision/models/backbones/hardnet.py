@@ -17,7 +17,6 @@ c5 1024 channels. There are no timm weights; ``weights=`` loads densevision-form
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +24,13 @@ from torch import Tensor, nn
 from typing_extensions import Unpack
 
 from densevision.models.backbones.common import ConvBNReLU
-from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec, feature_name
+from densevision.models.features import (
+    BackboneArgs,
+    FeatureBackbone,
+    FeatureBackboneArgs,
+    FeatureSpec,
+    feature_name,
+)
 from densevision.models.layers import NormLayer
 from densevision.models.registry import build_backbone, family_preset, register_model
 
@@ -168,23 +173,16 @@ class HarDNet(FeatureBackbone):
         *,
         config: HarDNetConfig,
         drop_rate: float | None = None,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        features_only: bool = False,
-        out_features: Sequence[str] | None = None,
-        memory_efficient: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
+        **common: Unpack[FeatureBackboneArgs],
     ) -> None:
-        super().__init__(
-            in_chans=in_chans, num_classes=num_classes, features_only=features_only,
-            memory_efficient=memory_efficient,
-        )
+        super().__init__(**common)
         c = config
         if not len(c.stage_channels) == len(c.growth_rates) == len(c.layers) == len(c.downsample):
             raise ValueError(f"HarDNetConfig lists need one entry per stage, got {c}")
         s0, s1 = c.stem_channels
         self.stem = nn.Sequential(
-            ConvBNReLU(in_chans, s0, 3, stride=2, norm_layer=norm_layer, activation=nn.ReLU6),
+            ConvBNReLU(self.in_chans, s0, 3, stride=2, norm_layer=norm_layer, activation=nn.ReLU6),
             ConvBNReLU(s0, s1, 1 if c.depthwise else 3, norm_layer=norm_layer, activation=nn.ReLU6),
         )
         self.stem_downsample = self._downsample(s1, c.depthwise, norm_layer, stem=True)
@@ -206,7 +204,7 @@ class HarDNet(FeatureBackbone):
                 specs.append(FeatureSpec(feature_name(stride), channels, stride))
                 self._tap_after[i] = specs[-1].name
                 stride *= 2
-        self._set_features(specs, out_features)
+        self._set_features(specs)
         self.head_drop = nn.Dropout(c.head_dropout if drop_rate is None else drop_rate)
         self.classifier = nn.Linear(channels, self.num_classes) if self.num_classes > 0 else None
         self._init_weights(mode="fan_out")

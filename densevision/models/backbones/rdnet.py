@@ -23,7 +23,13 @@ from torch import Tensor, nn
 from typing_extensions import Unpack
 
 from densevision.models.backbones.common import EffectiveSE, LayerNorm2d
-from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec, feature_name
+from densevision.models.features import (
+    BackboneArgs,
+    FeatureBackbone,
+    FeatureBackboneArgs,
+    FeatureSpec,
+    feature_name,
+)
 from densevision.models.registry import build_backbone, family_preset, register_model
 
 
@@ -126,11 +132,7 @@ class RDNet(FeatureBackbone):
         compression: transition output channels = floor(compression * input / 8) * 8.
         ls_init: initial layer-scale value.
         drop_rate: dropout before the classifier.
-        num_classes: classifier outputs; 0 = no classifier (``forward`` returns pooled features).
-        in_chans: input image channels.
-        features_only: ``forward`` returns the feature dict; no head is built.
-        out_features: names of the features to return (default: all); later stages are not run.
-        memory_efficient: recompute each dense layer (concat included) in backward instead of storing it.
+        num_classes, in_chans, features_only, out_features, memory_efficient: see ``FeatureBackbone``.
 
     Shapes: (N, in_chans, H, W) -> logits (N, num_classes) or {``c2``: (N, C2, ~H/4, ~W/4), ...}.
     """
@@ -154,23 +156,16 @@ class RDNet(FeatureBackbone):
         compression: float = 0.5,
         ls_init: float = 1e-6,
         drop_rate: float = 0.0,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        features_only: bool = False,
-        out_features: Sequence[str] | None = None,
-        memory_efficient: bool = False,
+        **common: Unpack[FeatureBackboneArgs],
     ) -> None:
-        super().__init__(
-            in_chans=in_chans, num_classes=num_classes, features_only=features_only,
-            memory_efficient=memory_efficient,
-        )
+        super().__init__(**common)
         if not growth_rates or not len(growth_rates) == len(downsample) == len(ese) or downsample[0]:
             raise ValueError(
                 f"growth_rates, downsample and ese need one entry per stage and the first stage cannot "
                 f"downsample; got {len(growth_rates)}, {len(downsample)}, {len(ese)} entries, "
                 f"downsample={tuple(downsample)}"
             )
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_channels, kernel_size=4, stride=4),
+        self.stem = nn.Sequential(nn.Conv2d(self.in_chans, stem_channels, kernel_size=4, stride=4),
                                   LayerNorm2d(stem_channels))
         self.stages = nn.ModuleList()
         specs: list[FeatureSpec] = []
@@ -188,9 +183,9 @@ class RDNet(FeatureBackbone):
             if i == len(growth_rates) - 1 or downsample[i + 1]:
                 specs.append(FeatureSpec(feature_name(stride), channels, stride))
                 self._tap_after[i] = specs[-1].name
-        self._set_features(specs, out_features)
+        self._set_features(specs)
         # timm's head order: pool -> LayerNorm -> dropout -> linear (the RDNet weights' order).
-        self.head_norm = None if features_only else nn.LayerNorm(channels, eps=1e-6)
+        self.head_norm = None if self.features_only else nn.LayerNorm(channels, eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(channels, self.num_classes) if self.num_classes > 0 else None
         self._init_weights()

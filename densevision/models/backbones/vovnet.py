@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from typing_extensions import Unpack
 
 from densevision.models.backbones.common import ConvBNReLU, EffectiveSE
-from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureSpec
+from densevision.models.features import BackboneArgs, FeatureBackbone, FeatureBackboneArgs, FeatureSpec
 from densevision.models.layers import NormLayer
 from densevision.models.registry import build_backbone, family_preset, register_model
 
@@ -95,11 +95,7 @@ class VoVNet(FeatureBackbone):
         out_channels: output channels of each stage.
         layers_per_module: chained 3x3 convs in each OSA module.
         drop_rate: dropout before the classifier.
-        num_classes: classifier outputs; 0 = no classifier (``forward`` returns pooled features).
-        in_chans: input image channels.
-        features_only: ``forward`` returns the feature dict; no classifier is built.
-        out_features: names of the features to return (default: all); later stages are not run.
-        memory_efficient: recompute each OSA module in backward instead of storing its activations.
+        num_classes, in_chans, features_only, out_features, memory_efficient: see ``FeatureBackbone``.
         norm_layer: normalisation layer factory, e.g. ``torchvision.ops.FrozenBatchNorm2d``.
 
     Shapes: (N, in_chans, H, W) -> logits (N, num_classes) or {``c1``: (N, 64, ~H/2, ~W/2), ...,
@@ -122,17 +118,10 @@ class VoVNet(FeatureBackbone):
         out_channels: Sequence[int] = (256, 512, 768, 1024),
         layers_per_module: int = 5,
         drop_rate: float = 0.0,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        features_only: bool = False,
-        out_features: Sequence[str] | None = None,
-        memory_efficient: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
+        **common: Unpack[FeatureBackboneArgs],
     ) -> None:
-        super().__init__(
-            in_chans=in_chans, num_classes=num_classes, features_only=features_only,
-            memory_efficient=memory_efficient,
-        )
+        super().__init__(**common)
         counts = [len(stem_channels), len(modules_per_stage), len(mid_channels), len(out_channels)]
         if counts != [3, 4, 4, 4] or min(modules_per_stage) < 1 or layers_per_module < 1:
             raise ValueError(
@@ -143,7 +132,7 @@ class VoVNet(FeatureBackbone):
             )
         s0, s1, s2 = stem_channels
         self.stem = nn.Sequential(
-            ConvBNReLU(in_chans, s0, 3, stride=2, norm_layer=norm_layer),
+            ConvBNReLU(self.in_chans, s0, 3, stride=2, norm_layer=norm_layer),
             ConvBNReLU(s0, s1, 3, norm_layer=norm_layer),
             ConvBNReLU(s1, s2, 3, stride=2, norm_layer=norm_layer),
         )
@@ -157,7 +146,7 @@ class VoVNet(FeatureBackbone):
             channels = out_channels[i]
             specs.append(FeatureSpec(f"c{i + 2}", channels, 2 ** (i + 2)))
         self.stages = nn.Sequential(*stages)
-        self._set_features(specs, out_features)
+        self._set_features(specs)
         self.head_drop = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(channels, self.num_classes) if self.num_classes > 0 else None
         self._init_weights(mode="fan_out")

@@ -21,7 +21,7 @@ from densevision.models.backbones.hardnet import hardnet39ds, hardnet68
 from densevision.models.backbones.rdnet import rdnet_tiny
 from densevision.models.backbones.vovnet import vovnet39
 from densevision.models.detection.factory import DetectorArgs, DetectorKind, create_detector
-from densevision.models.registry import create_model, register_model
+from densevision.models.registry import create_model, preset
 
 PRESET_BACKBONES = ("rdnet_tiny", "vovnet39", "hardnet39ds", "hardnet68")
 _FAMILIES = ("rdnet_", "vovnet", "hardnet")
@@ -44,97 +44,81 @@ def family_fpn_detector(*, kind: DetectorKind, backbone: str, **kwargs: Unpack[D
     return create_detector(kind, partial(create_model, backbone), **kwargs)
 
 
-@register_model
+@preset(create_detector, "fasterrcnn", rdnet_tiny)
 def fasterrcnn_rdnet_tiny_fpn(**kwargs: Unpack[DetectorArgs]) -> FasterRCNN:
     """Faster R-CNN, RDNet-T + FPN (P2-P6)."""
-    return create_detector("fasterrcnn", rdnet_tiny, **kwargs)
 
 
-@register_model
+@preset(create_detector, "maskrcnn", rdnet_tiny)
 def maskrcnn_rdnet_tiny_fpn(**kwargs: Unpack[DetectorArgs]) -> MaskRCNN:
     """Mask R-CNN, RDNet-T + FPN (P2-P6)."""
-    return create_detector("maskrcnn", rdnet_tiny, **kwargs)
 
 
-@register_model
+@preset(create_detector, "retinanet", rdnet_tiny)
 def retinanet_rdnet_tiny_fpn(**kwargs: Unpack[DetectorArgs]) -> RetinaNet:
     """RetinaNet, RDNet-T + FPN (P3-P7)."""
-    return create_detector("retinanet", rdnet_tiny, **kwargs)
 
 
-@register_model
+@preset(create_detector, "fcos", rdnet_tiny)
 def fcos_rdnet_tiny_fpn(**kwargs: Unpack[DetectorArgs]) -> FCOS:
     """FCOS, RDNet-T + FPN (P3-P7)."""
-    return create_detector("fcos", rdnet_tiny, **kwargs)
 
 
-@register_model
+@preset(create_detector, "fasterrcnn", vovnet39)
 def fasterrcnn_vovnet39_fpn(**kwargs: Unpack[DetectorArgs]) -> FasterRCNN:
     """Faster R-CNN, VoVNet-V2-39 (eSE) + FPN (P2-P6)."""
-    return create_detector("fasterrcnn", vovnet39, **kwargs)
 
 
-@register_model
+@preset(create_detector, "maskrcnn", vovnet39)
 def maskrcnn_vovnet39_fpn(**kwargs: Unpack[DetectorArgs]) -> MaskRCNN:
     """Mask R-CNN, VoVNet-V2-39 (eSE) + FPN (P2-P6)."""
-    return create_detector("maskrcnn", vovnet39, **kwargs)
 
 
-@register_model
+@preset(create_detector, "retinanet", vovnet39)
 def retinanet_vovnet39_fpn(**kwargs: Unpack[DetectorArgs]) -> RetinaNet:
     """RetinaNet, VoVNet-V2-39 (eSE) + FPN (P3-P7)."""
-    return create_detector("retinanet", vovnet39, **kwargs)
 
 
-@register_model
+@preset(create_detector, "fcos", vovnet39)
 def fcos_vovnet39_fpn(**kwargs: Unpack[DetectorArgs]) -> FCOS:
     """FCOS, VoVNet-V2-39 (eSE) + FPN (P3-P7)."""
-    return create_detector("fcos", vovnet39, **kwargs)
 
 
-@register_model
+@preset(create_detector, "fasterrcnn", hardnet39ds)
 def fasterrcnn_hardnet39ds_fpn(**kwargs: Unpack[DetectorArgs]) -> FasterRCNN:
     """Faster R-CNN, HarDNet-39DS + FPN (P2-P6)."""
-    return create_detector("fasterrcnn", hardnet39ds, **kwargs)
 
 
-@register_model
+@preset(create_detector, "maskrcnn", hardnet39ds)
 def maskrcnn_hardnet39ds_fpn(**kwargs: Unpack[DetectorArgs]) -> MaskRCNN:
     """Mask R-CNN, HarDNet-39DS + FPN (P2-P6)."""
-    return create_detector("maskrcnn", hardnet39ds, **kwargs)
 
 
-@register_model
+@preset(create_detector, "retinanet", hardnet39ds)
 def retinanet_hardnet39ds_fpn(**kwargs: Unpack[DetectorArgs]) -> RetinaNet:
     """RetinaNet, HarDNet-39DS + FPN (P3-P7)."""
-    return create_detector("retinanet", hardnet39ds, **kwargs)
 
 
-@register_model
+@preset(create_detector, "fcos", hardnet39ds)
 def fcos_hardnet39ds_fpn(**kwargs: Unpack[DetectorArgs]) -> FCOS:
     """FCOS, HarDNet-39DS + FPN (P3-P7)."""
-    return create_detector("fcos", hardnet39ds, **kwargs)
 
 
-@register_model
+@preset(create_detector, "fasterrcnn", hardnet68)
 def fasterrcnn_hardnet68_fpn(**kwargs: Unpack[DetectorArgs]) -> FasterRCNN:
     """Faster R-CNN, HarDNet-68 + FPN (P2-P6)."""
-    return create_detector("fasterrcnn", hardnet68, **kwargs)
 
 
-@register_model
+@preset(create_detector, "maskrcnn", hardnet68)
 def maskrcnn_hardnet68_fpn(**kwargs: Unpack[DetectorArgs]) -> MaskRCNN:
     """Mask R-CNN, HarDNet-68 + FPN (P2-P6)."""
-    return create_detector("maskrcnn", hardnet68, **kwargs)
 
 
-@register_model
+@preset(create_detector, "retinanet", hardnet68)
 def retinanet_hardnet68_fpn(**kwargs: Unpack[DetectorArgs]) -> RetinaNet:
     """RetinaNet, HarDNet-68 + FPN (P3-P7)."""
-    return create_detector("retinanet", hardnet68, **kwargs)
 
 
-@register_model
+@preset(create_detector, "fcos", hardnet68)
 def fcos_hardnet68_fpn(**kwargs: Unpack[DetectorArgs]) -> FCOS:
     """FCOS, HarDNet-68 + FPN (P3-P7)."""
-    return create_detector("fcos", hardnet68, **kwargs)

@@ -56,7 +56,8 @@ class _UpStep(nn.Module):
         # No bias: every output channel is normalised by the next dense layer's BN.
         self.transition_up = nn.ConvTranspose2d(in_channels, in_channels, 3, stride=2, bias=False)
         self.block = DenseBlock(
-            num_layers, in_channels + skip_channels, growth_rate, 0, drop_rate, memory_efficient, norm_layer
+            num_layers, in_channels + skip_channels, growth_rate, 0, drop_rate,
+            memory_efficient=memory_efficient, norm_layer=norm_layer,
         )
         self.new_channels = num_layers * growth_rate
         self.out_channels = self.block.out_channels

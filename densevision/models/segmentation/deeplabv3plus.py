@@ -19,16 +19,15 @@ more than one image per batch (or per process).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TypedDict, Unpack
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 from torchvision.ops import Conv2dNormActivation
+from typing_extensions import Unpack
 
-from densevision.models.backbones.densenet import imagenet_densenet
+from densevision.models.backbones.densenet import DenseNetEncoderArgs, imagenet_densenet
 from densevision.models.layers import NormLayer
 from densevision.models.registry import register_model
 from densevision.models.segmentation.base import SegmentationModel, backbone_input, kaiming_init
@@ -103,40 +102,29 @@ class DeepLabV3Plus(SegmentationModel):
 
 
 def deeplabv3plus_densenet(
-    name: str,
-    *,
-    num_classes: int = 11,
-    weights: str | Path | None = None,
-    in_chans: int = 3,
-    output_stride: int = 16,
-    memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    name: str, *, num_classes: int = 11, output_stride: int = 16, **encoder: Unpack[DenseNetEncoderArgs]
 ) -> DeepLabV3Plus:
     """``DeepLabV3Plus`` on the ImageNet DenseNet ``name``: ``c2`` skip, ASPP rates (6, 12, 18) scaled by
     16 / ``output_stride`` (the paper's rule).
 
-    ``weights``: a local torchvision or densevision ImageNet state dict for the backbone (its classifier
-    is dropped); never downloaded.
+    ``encoder``: the backbone's ``weights``, ``in_chans``, ``memory_efficient`` and ``norm_layer`` (the
+    decoder's too; see ``DenseNetEncoderArgs``).
     """
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32 for DeepLabV3+, got {output_stride!r}")
     backbone = imagenet_densenet(
-        name, weights=weights, in_chans=in_chans, features_only=True, out_features=["c2", "c5"],
-        memory_efficient=memory_efficient, norm_layer=norm_layer, output_stride=output_stride,
-    )  # fmt: skip
+        name, features_only=True, out_features=["c2", "c5"], output_stride=output_stride, **encoder
+    )
     rates = tuple(max(1, rate * 16 // output_stride) for rate in (6, 12, 18))
+    norm_layer = encoder.get("norm_layer", nn.BatchNorm2d)
     return DeepLabV3Plus(backbone=backbone, num_classes=num_classes, aspp_rates=rates, norm_layer=norm_layer)
 
 
-class DeepLabV3PlusOptions(TypedDict, total=False):
+class DeepLabV3PlusOptions(DenseNetEncoderArgs, total=False):
     """The options a ``deeplabv3plus_densenet*`` preset passes on to ``deeplabv3plus_densenet`` (defaults
     there)."""
 
-    weights: str | Path | None
-    in_chans: int
     output_stride: int
-    memory_efficient: bool
-    norm_layer: NormLayer
 
 
 # Presets: ``num_classes`` is a parameter of its own (the CLI links the data module's into it); the other

@@ -24,14 +24,13 @@ checkpoint (142.7 MB, as its README lists it).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TypedDict, Unpack
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
+from typing_extensions import TypedDict, Unpack
 
-from densevision.models.backbones.densenet import imagenet_densenet
+from densevision.models.backbones.densenet import DenseNetEncoderArgs, imagenet_densenet
 from densevision.models.layers import NormLayer
 from densevision.models.registry import register_model
 from densevision.models.segmentation.base import SegmentationModel, backbone_input, kaiming_init
@@ -111,6 +110,17 @@ class DenseASPPHead(nn.Module):
         return torch.cat(features, 1)
 
 
+class DenseASPPHeadArgs(TypedDict, total=False):
+    """``DenseASPPHead``'s keyword options, which ``DenseASPP`` passes on (defaults there)."""
+
+    reduce_channels: int | None
+    mid_channels: int
+    growth_rate: int
+    rates: Sequence[int]
+    drop_rate: float
+    norm_layer: NormLayer
+
+
 class DenseASPP(SegmentationModel):
     """DenseASPP segmentation on any backbone with ``feature_info``: the head on the deepest feature, a
     dropout + 1x1 classifier, logits resized to the input.
@@ -119,9 +129,9 @@ class DenseASPP(SegmentationModel):
         backbone: returns a feature dict and describes it in ``feature_info`` (e.g. a densevision
             ``DenseNet`` with ``features_only=True`` and ``output_stride=8``); only the last feature is read.
         num_classes: output classes C.
-        reduce_channels, mid_channels, growth_rate, rates, drop_rate: see ``DenseASPPHead``.
         classifier_drop_rate: Dropout2d before the classifier.
-        norm_layer: normalisation layer factory of the head.
+        head: the head's options (``DenseASPPHeadArgs``: ``reduce_channels``, ``mid_channels``,
+            ``growth_rate``, ``rates``, ``drop_rate``, ``norm_layer``; see ``DenseASPPHead``).
 
     Shapes: (N, C_in, H, W) -> logits (N, num_classes, H, W), for any H, W >= ``min_input_size``.
     """
@@ -131,22 +141,14 @@ class DenseASPP(SegmentationModel):
         *,
         backbone: nn.Module,
         num_classes: int,
-        reduce_channels: int | None = None,
-        mid_channels: int = 512,
-        growth_rate: int = 128,
-        rates: Sequence[int] = PAPER_RATES,
-        drop_rate: float = 0.1,
         classifier_drop_rate: float = 0.1,
-        norm_layer: NormLayer = nn.BatchNorm2d,
+        **head: Unpack[DenseASPPHeadArgs],
     ) -> None:
         super().__init__(num_classes=num_classes)
         deepest = tuple(backbone.feature_info)[-1]
         self.backbone = backbone
         self.feature = deepest.name
-        self.head = DenseASPPHead(
-            deepest.channels, reduce_channels=reduce_channels, mid_channels=mid_channels,
-            growth_rate=growth_rate, rates=rates, drop_rate=drop_rate, norm_layer=norm_layer,
-        )  # fmt: skip
+        self.head = DenseASPPHead(deepest.channels, **head)
         self.classifier = nn.Sequential(
             nn.Dropout2d(classifier_drop_rate), nn.Conv2d(self.head.out_channels, num_classes, kernel_size=1)
         )
@@ -172,41 +174,33 @@ def denseaspp_densenet(
     name: str,
     *,
     num_classes: int = 11,
-    weights: str | Path | None = None,
-    in_chans: int = 3,
     output_stride: int = 8,
     drop_rate: float = 0.1,
-    memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    **encoder: Unpack[DenseNetEncoderArgs],
 ) -> DenseASPP:
     """``DenseASPP`` on the ImageNet DenseNet ``name`` at ``output_stride`` with the authors' widths.
 
-    ``weights``: a local torchvision or densevision ImageNet state dict for the backbone (its classifier
-    is dropped); never downloaded. ``drop_rate``: the head's dropouts (the backbone has none, as in the
-    paper).
+    ``encoder``: the backbone's ``weights``, ``in_chans``, ``memory_efficient`` and ``norm_layer`` (the
+    head's too; see ``DenseNetEncoderArgs``). ``drop_rate``: the head's dropouts (the backbone has none,
+    as in the paper).
     """
     if name not in _WIDTHS:
         raise ValueError(f"no DenseASPP widths for {name!r}; choose one of {list(_WIDTHS)}")
-    backbone = imagenet_densenet(
-        name, weights=weights, in_chans=in_chans, features_only=True, out_features=["c5"],
-        memory_efficient=memory_efficient, norm_layer=norm_layer, output_stride=output_stride,
-    )  # fmt: skip
+    backbone = imagenet_densenet(name, features_only=True, out_features=["c5"], output_stride=output_stride,
+                                 **encoder)  # fmt: skip
     mid_channels, growth_rate = _WIDTHS[name]
+    norm_layer = encoder.get("norm_layer", nn.BatchNorm2d)
     return DenseASPP(
         backbone=backbone, num_classes=num_classes, mid_channels=mid_channels, growth_rate=growth_rate,
         drop_rate=drop_rate, classifier_drop_rate=drop_rate, norm_layer=norm_layer,
     )  # fmt: skip
 
 
-class DenseASPPOptions(TypedDict, total=False):
+class DenseASPPOptions(DenseNetEncoderArgs, total=False):
     """The options a ``denseaspp_densenet*`` preset passes on to ``denseaspp_densenet`` (defaults there)."""
 
-    weights: str | Path | None
-    in_chans: int
     output_stride: int
     drop_rate: float
-    memory_efficient: bool
-    norm_layer: NormLayer
 
 
 # Presets: ``num_classes`` is a parameter of its own (the CLI links the data module's into it); the other

@@ -13,14 +13,13 @@ Both return logits of the input's size for any H x W at least the network's tota
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TypedDict, Unpack
 
 from torch import Tensor, nn
+from typing_extensions import TypedDict, Unpack
 
-from densevision.models.backbones.densenet import fcdensenet_encoder, imagenet_densenet
+from densevision.models.backbones.densenet import DenseNetEncoderArgs, fcdensenet_encoder, imagenet_densenet
 from densevision.models.layers import DenseBlock, NormLayer
-from densevision.models.registry import register_model
+from densevision.models.registry import preset
 from densevision.models.segmentation.base import SegmentationModel, backbone_input, kaiming_init
 from densevision.models.segmentation.decoder import TiramisuDecoder, num_up_steps
 
@@ -155,7 +154,8 @@ class TiramisuSegmenter(SegmentationModel):
         self.backbone = backbone
         self.deepest = info[-1].name
         self.bottleneck = DenseBlock(
-            decoder_layers[0], info[-1].channels, growth_rate, 0, drop_rate, memory_efficient, norm_layer
+            decoder_layers[0], info[-1].channels, growth_rate, 0, drop_rate,
+            memory_efficient=memory_efficient, norm_layer=norm_layer,
         )
         self.bottleneck_channels = decoder_layers[0] * growth_rate
         self.decoder = TiramisuDecoder(
@@ -186,35 +186,18 @@ def tiramisu_densenet(
     name: str,
     *,
     num_classes: int = 11,
-    weights: str | Path | None = None,
-    in_chans: int = 3,
     decoder_layers: Sequence[int] | None = None,
     growth_rate: int = 16,
     drop_rate: float = 0.2,
-    memory_efficient: bool = False,
-    norm_layer: NormLayer = nn.BatchNorm2d,
+    **encoder: Unpack[DenseNetEncoderArgs],
 ) -> TiramisuSegmenter:
-    """``TiramisuSegmenter`` on the ImageNet DenseNet ``name`` (``densenet121`` ...).
-
-    ``weights``: a local torchvision or densevision ImageNet state dict for the backbone (its classifier
-    is dropped); never downloaded.
-    """
-    backbone = imagenet_densenet(
-        name,
-        weights=weights,
-        in_chans=in_chans,
-        features_only=True,
-        memory_efficient=memory_efficient,
-        norm_layer=norm_layer,
-    )
+    """``TiramisuSegmenter`` on the ImageNet DenseNet ``name`` (``densenet121`` ...); ``encoder``: its
+    ``weights``, ``in_chans``, ``memory_efficient`` and ``norm_layer`` (see ``DenseNetEncoderArgs``)."""
+    backbone = imagenet_densenet(name, features_only=True, **encoder)
     return TiramisuSegmenter(
-        backbone=backbone,
-        num_classes=num_classes,
-        decoder_layers=decoder_layers,
-        growth_rate=growth_rate,
-        drop_rate=drop_rate,
-        memory_efficient=memory_efficient,
-        norm_layer=norm_layer,
+        backbone=backbone, num_classes=num_classes, decoder_layers=decoder_layers, growth_rate=growth_rate,
+        drop_rate=drop_rate, memory_efficient=encoder.get("memory_efficient", False),
+        norm_layer=encoder.get("norm_layer", nn.BatchNorm2d),
     )
 
 
@@ -228,79 +211,57 @@ class FCDenseNetOptions(TypedDict, total=False):
     norm_layer: NormLayer
 
 
-class TiramisuDenseNetOptions(TypedDict, total=False):
+class TiramisuOptions(DenseNetEncoderArgs, total=False):
     """The options a ``tiramisu_densenet*`` preset passes on to ``tiramisu_densenet`` (defaults there)."""
 
-    weights: str | Path | None
-    in_chans: int
     decoder_layers: Sequence[int] | None
     growth_rate: int
     drop_rate: float
-    memory_efficient: bool
-    norm_layer: NormLayer
 
+
+# A public name kept for code that imports it.
+TiramisuDenseNetOptions = TiramisuOptions
 
 # Presets: ``num_classes`` is a parameter of its own (the CLI links the data module's into it); the other
 # options are typed keywords (PEP 692), so a typo fails when a YAML config is parsed.
-@register_model
+@preset(FCDenseNet, growth_rate=12, down_blocks=(4,) * 5, bottleneck_layers=4)
 def fcdensenet56(*, num_classes: int = 11, **options: Unpack[FCDenseNetOptions]) -> FCDenseNet:
     """FC-DenseNet56: k=12, 5 down and 5 up blocks of 4 layers, 4-layer bottleneck; 1,375,019 parameters
     with 11 classes (paper: 1.5M)."""
-    return FCDenseNet(num_classes=num_classes, growth_rate=12, down_blocks=(4,) * 5, bottleneck_layers=4,
-                      **options)
 
 
-@register_model
+@preset(FCDenseNet, growth_rate=16, down_blocks=(5,) * 5, bottleneck_layers=5)
 def fcdensenet67(*, num_classes: int = 11, **options: Unpack[FCDenseNetOptions]) -> FCDenseNet:
     """FC-DenseNet67: k=16, 5 down and 5 up blocks of 5 layers, 5-layer bottleneck; 3,460,475 parameters
     with 11 classes (paper: 3.5M)."""
-    return FCDenseNet(num_classes=num_classes, growth_rate=16, down_blocks=(5,) * 5, bottleneck_layers=5,
-                      **options)
 
 
-@register_model
+@preset(FCDenseNet, growth_rate=16, down_blocks=(4, 5, 7, 10, 12), bottleneck_layers=15)
 def fcdensenet103(*, num_classes: int = 11, **options: Unpack[FCDenseNetOptions]) -> FCDenseNet:
     """FC-DenseNet103: k=16, down (4, 5, 7, 10, 12), 15-layer bottleneck, up (12, 10, 7, 5, 4);
     9,318,075 parameters with 11 classes (paper: 9.4M)."""
-    return FCDenseNet(num_classes=num_classes, growth_rate=16, down_blocks=(4, 5, 7, 10, 12),
-                      bottleneck_layers=15, **options)
 
 
-@register_model
-def tiramisu_densenet121(
-    *, num_classes: int = 11, **options: Unpack[TiramisuDenseNetOptions]
-) -> TiramisuSegmenter:
+@preset(tiramisu_densenet, "densenet121")
+def tiramisu_densenet121(*, num_classes: int = 11, **options: Unpack[TiramisuOptions]) -> TiramisuSegmenter:
     """Tiramisu up path on DenseNet-121; ``weights``: a local ImageNet state dict for the backbone."""
-    return tiramisu_densenet("densenet121", num_classes=num_classes, **options)
 
 
-@register_model
-def tiramisu_densenet161(
-    *, num_classes: int = 11, **options: Unpack[TiramisuDenseNetOptions]
-) -> TiramisuSegmenter:
+@preset(tiramisu_densenet, "densenet161")
+def tiramisu_densenet161(*, num_classes: int = 11, **options: Unpack[TiramisuOptions]) -> TiramisuSegmenter:
     """Tiramisu up path on DenseNet-161; ``weights``: a local ImageNet state dict for the backbone."""
-    return tiramisu_densenet("densenet161", num_classes=num_classes, **options)
 
 
-@register_model
-def tiramisu_densenet169(
-    *, num_classes: int = 11, **options: Unpack[TiramisuDenseNetOptions]
-) -> TiramisuSegmenter:
+@preset(tiramisu_densenet, "densenet169")
+def tiramisu_densenet169(*, num_classes: int = 11, **options: Unpack[TiramisuOptions]) -> TiramisuSegmenter:
     """Tiramisu up path on DenseNet-169; ``weights``: a local ImageNet state dict for the backbone."""
-    return tiramisu_densenet("densenet169", num_classes=num_classes, **options)
 
 
-@register_model
-def tiramisu_densenet201(
-    *, num_classes: int = 11, **options: Unpack[TiramisuDenseNetOptions]
-) -> TiramisuSegmenter:
+@preset(tiramisu_densenet, "densenet201")
+def tiramisu_densenet201(*, num_classes: int = 11, **options: Unpack[TiramisuOptions]) -> TiramisuSegmenter:
     """Tiramisu up path on DenseNet-201; ``weights``: a local ImageNet state dict for the backbone."""
-    return tiramisu_densenet("densenet201", num_classes=num_classes, **options)
 
 
-@register_model
-def tiramisu_densenet264(
-    *, num_classes: int = 11, **options: Unpack[TiramisuDenseNetOptions]
-) -> TiramisuSegmenter:
+@preset(tiramisu_densenet, "densenet264")
+def tiramisu_densenet264(*, num_classes: int = 11, **options: Unpack[TiramisuOptions]) -> TiramisuSegmenter:
     """Tiramisu up path on DenseNet-264; ``weights``: a local ImageNet state dict for the backbone."""
-    return tiramisu_densenet("densenet264", num_classes=num_classes, **options)
