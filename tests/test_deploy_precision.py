@@ -86,3 +86,28 @@ def test_bf16_and_int8_masks_agree_with_float32(run, export, tmp_path):
         masks[flag] = _masks(tmp_path / flag)
     assert _agreement(masks["--no-bf16"], masks["--bf16"]) >= 0.995
     assert _agreement(masks["--no-bf16"], masks["--int8"]) >= 0.995
+
+
+def test_a_refused_dynamic_export_names_the_size_that_makes_it_work(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch = pytest.importorskip("torch")
+    from densevision.inference.export import ExportError, export_folder
+    from densevision.models.segmentation.tiramisu import FCDenseNet
+
+    model = FCDenseNet(num_classes=3, growth_rate=4, down_blocks=(1, 1, 1), bottleneck_layers=1,
+                       stem_channels=8)  # fmt: skip
+    stride = max(spec.stride for spec in model.encoder.feature_info)
+    size = stride * 5 + stride // 2 + 1  # odd sizes on the down path: the up path crops its skips
+    metadata = {"task": "segmentation", "model": {"class_path": "densevision.x.FCDenseNet"}}
+    fix = rf"divisible by {stride}.*add --input-size {stride * 6} {stride * 6} to --dynamic"
+    with pytest.raises(ExportError, match=fix):
+        export_folder(model.eval(), tmp_path / "a", fmt="onnx", metadata=metadata, input_size=(size, size),
+                      dynamic=True, log=lambda _: None)  # fmt: skip
+    assert not list(tmp_path.iterdir())
+    export_folder(model, tmp_path / "b", fmt="onnx", metadata=metadata, input_size=(stride * 6,) * 2,
+                  dynamic=True, log=lambda _: None)  # fmt: skip
+    session = ort.InferenceSession(str(tmp_path / "b" / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, size, size + 3)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=1e-4, rtol=1e-3)

@@ -315,10 +315,24 @@ def _verify_dynamic(
             continue
     else:
         works = f"works only at the export size {h}x{w}"
+    stride = _down_path_stride(wrapper.model)
+    if stride and (h % stride or w % stride):
+        # traced where no skip needs cropping, the up path follows the skips' sizes at every input size
+        rh, rw = (stride * -(-v // stride) for v in (h, w))
+        works += (f"; traced at a size divisible by {stride}, what its down path needs, it takes any size: "
+                  f"add --input-size {rh} {rw} to --dynamic, or")  # fmt: skip
+    else:
+        works += ":"
     raise ExportError(
         f"--dynamic: {name} exported with a free image size fails at {x.shape[2]}x{x.shape[3]} ({reason}); "
-        f"it {works}: export without --dynamic (prediction resizes images to the run's size)"
+        f"it {works} export without --dynamic (prediction resizes images to the run's size)"
     )
+
+
+def _down_path_stride(model: nn.Module) -> int | None:
+    """The largest stride of an encoder-decoder's encoder features (``encoder.feature_info``), or None."""
+    specs = getattr(getattr(model, "encoder", None), "feature_info", None)
+    return max((spec.stride for spec in specs), default=None) if specs else None
 
 
 def export_folder(
