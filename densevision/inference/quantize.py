@@ -9,9 +9,8 @@ FakeQuantize nodes that OpenVINO's CPU plugin executes as int8 kernels.
 
 The layers that read the image (a network's stem convolution) are where low precision moves a
 segmenter's decisions most: the normalised image rounded to bf16 keeps 8 significant bits, and an int8
-quantiser over the signed image range fewer. On FC-DenseNet56 of a CamVid run, keeping the stem alone in
-f32 raised bf16's pixel agreement with float32 from 99.43 % to 99.80 % at a small fraction of the
-network's multiply-adds (docs/guides/deployment.md). ``keep_in_full_precision`` marks such layers with
+quantiser over the signed image range fewer; the stem is a small share of the network's multiply-adds
+(measured in docs/guides/deployment.md). ``keep_in_full_precision`` marks such layers with
 OpenVINO's ``precise`` runtime attribute, which ``save_model`` writes into the IR (as
 ``DisablePrecisionConversion``) and which the CPU plugin honours by running the layer in f32 when the
 model runs at a bf16 (or f16) inference precision; ``quantize_openvino_int8`` leaves them out of int8
