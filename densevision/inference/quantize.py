@@ -59,7 +59,8 @@ def input_layers(model) -> list[str]:
 
 def keep_in_full_precision(model, names: Iterable[str]) -> list[str]:
     """Mark the nodes ``names`` of the ``openvino.Model`` ``model`` to run in f32 when it is compiled at a
-    bf16 (or f16) inference precision; the mark reaches the IR through ``openvino.save_model``.
+    bf16 (or f16) inference precision; the mark reaches the IR through ``openvino.save_model``. Compile the
+    saved IR: the CPU plugin of OpenVINO 2026.4 does not read the mark on a model compiled from memory.
 
     Returns:
         The names marked, in graph order.
