@@ -107,12 +107,17 @@ def _baseline(name: str, model: nn.Module) -> tuple[str, nn.Module]:
 
 
 def _export(model: nn.Module, x: torch.Tensor, folder: Path) -> None:
-    """``model.onnx`` (opset 17, TorchScript exporter as the peers use it) and OpenVINO's ``model.xml``."""
+    """``model.onnx`` (opset 17, TorchScript exporter as the peers use it) and OpenVINO's ``model.xml``
+    with the layers reading the image kept in f32, as ``densevision export`` writes it."""
+    from densevision.inference.quantize import input_layers, keep_in_full_precision
+
     ov = require("openvino")
     with torch.no_grad():
         torch.onnx.export(model, (x,), folder / "model.onnx", input_names=["image"], output_names=["logits"],
                           opset_version=17, dynamo=False)
-    ov.save_model(ov.convert_model(folder / "model.onnx"), folder / "model.xml", compress_to_fp16=False)
+    ov_model = ov.convert_model(folder / "model.onnx")
+    keep_in_full_precision(ov_model, input_layers(ov_model))
+    ov.save_model(ov_model, folder / "model.xml", compress_to_fp16=False)
 
 
 def _raw_openvino(model_file: Path, precision: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:

@@ -315,10 +315,24 @@ def _verify_dynamic(
             continue
     else:
         works = f"works only at the export size {h}x{w}"
+    stride = _down_path_stride(wrapper.model)
+    if stride and (h % stride or w % stride):
+        # traced where no skip needs cropping, the up path follows the skips' sizes at every input size
+        rh, rw = (stride * -(-v // stride) for v in (h, w))
+        works += (f"; traced at a size divisible by {stride}, what its down path needs, it takes any size: "
+                  f"add --input-size {rh} {rw} to --dynamic, or")  # fmt: skip
+    else:
+        works += ":"
     raise ExportError(
         f"--dynamic: {name} exported with a free image size fails at {x.shape[2]}x{x.shape[3]} ({reason}); "
-        f"it {works}: export without --dynamic (prediction resizes images to the run's size)"
+        f"it {works} export without --dynamic (prediction resizes images to the run's size)"
     )
+
+
+def _down_path_stride(model: nn.Module) -> int | None:
+    """The largest stride of an encoder-decoder's encoder features (``encoder.feature_info``), or None."""
+    specs = getattr(getattr(model, "encoder", None), "feature_info", None)
+    return max((spec.stride for spec in specs), default=None) if specs else None
 
 
 def export_folder(
@@ -480,22 +494,32 @@ def _to_openvino(
         import openvino
     except ImportError as err:
         raise ExportError("--format openvino needs openvino: pip install densevision[deploy]") from err
+    from densevision.inference.quantize import input_layers, keep_in_full_precision
+
     xml = folder / "model.xml"
-    openvino.save_model(openvino.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+    ov_model = openvino.convert_model(str(onnx_path))
+    # the stem moves a network's decisions most in bf16 (the image rounded to 8 significant bits) and
+    # costs little in f32: the CPU plugin runs the marked layers in f32 within bf16 inference
+    kept = keep_in_full_precision(ov_model, input_layers(ov_model))
+    openvino.save_model(ov_model, str(xml), compress_to_fp16=False)
     onnx_path.unlink()
     results = _verify_dynamic(xml, _openvino_runner(xml), wrapper, samples, name)
+    extra: dict = {"bf16": {"kept_in_f32": kept}}
     if calibration is None:
-        return results, {}
+        return results, extra
     try:
         from densevision.inference.quantize import quantize_openvino_int8
     except ImportError as err:
         raise ExportError(
             "--int8 needs densevision.inference.quantize and nncf: pip install densevision[deploy]"
         ) from err
-    quantize_openvino_int8(xml, calibration, folder / "model_int8.xml", subset_size=len(calibration))
-    run = _openvino_runner(folder / "model_int8.xml")
+    from densevision.inference.backends import openvino_backend
+
+    quantize_openvino_int8(xml, calibration, folder / "model_int8.xml", subset_size=len(calibration),
+                           keep_float=kept)  # fmt: skip
+    run = openvino_backend(folder / "model_int8.xml", precision="int8")  # as prediction runs it
     with torch.no_grad():
-        same = [float((run(torch.from_numpy(x))[0].argmax(1) == wrapper(torch.from_numpy(x))[0].argmax(1))
+        same = [float((torch.from_numpy(run(x)).argmax(1) == wrapper(torch.from_numpy(x))[0].argmax(1))
                       .float().mean()) for x in calibration]  # fmt: skip
     agreement_int8 = sum(same) / len(same)
     log(f"int8 vs PyTorch float32 on the {len(same)} calibration images: {agreement_int8:.2%} of "
@@ -503,8 +527,9 @@ def _to_openvino(
     if agreement_int8 < INT8_MIN_AGREEMENT:
         log(f"warning: int8 keeps only {agreement_int8:.2%} agreement (< {INT8_MIN_AGREEMENT:.1%})")
     # float32 verification of the file before quantisation stands; int8 is judged by its class agreement
-    return results, {"int8": {"file": "model_int8.xml", "calibration_images": len(calibration),
-                              "class_agreement": agreement_int8}}  # fmt: skip
+    extra["int8"] = {"file": "model_int8.xml", "calibration_images": len(calibration),
+                     "class_agreement": agreement_int8, "kept_in_float": kept}
+    return results, extra
 
 
 def run_metadata(task: nn.Module, hyper_parameters: dict, checkpoint: Path) -> dict:

@@ -19,8 +19,9 @@ refused), ``task`` (``segmentation``, ``classification``, ``features`` or ``dete
 (``class_path`` / ``init_args``, the network's constructor config from the run's hyper-parameters),
 ``class_names``, ``palette`` (segmentation) or ``category_ids`` (detection), ``preprocessing``
 (``mean``, ``std``, ``input_size``, ``sliding_window``), ``input_shape`` (the exported input,
-(N, 3, H, W)), ``dynamic_axes``, ``outputs``, ``precision``, ``int8`` (with ``--int8``: its file,
-calibration images and class agreement), ``densevision_version``, ``checkpoint``
+(N, 3, H, W)), ``dynamic_axes``, ``outputs``, ``precision``, ``bf16`` (openvino: ``kept_in_f32``, the
+layers that run in f32 within bf16 inference), ``int8`` (with ``--int8``: its file, calibration images,
+class agreement and ``kept_in_float``, the layers left out of int8), ``densevision_version``, ``checkpoint``
 (file name and ``sha256``) and ``verification`` (the exported outputs against PyTorch's).
 """
 

@@ -1,10 +1,20 @@
-"""Post-training int8 quantisation of an OpenVINO model with NNCF, for CPUs without bf16.
+"""Lower precision for OpenVINO models: bf16 with the image's first layer kept in f32, and post-training
+int8 quantisation with NNCF for CPUs without bf16.
 
 On CPUs that multiply int8 natively (AVX512-VNNI, AVX-VNNI, AMX-INT8) but not bf16 (e.g. AMD AVX2 or
 older Xeons), an int8 IR is the fastest way to run a network on OpenVINO; on AMX CPUs it is about as fast
 as bf16. NNCF's post-training quantisation (``nncf.quantize``) measures the activation ranges on a few
 calibration batches of the run's own training images (preprocessed exactly as for prediction) and inserts
 FakeQuantize nodes that OpenVINO's CPU plugin executes as int8 kernels.
+
+The layers that read the image (a network's stem convolution) are where low precision moves a
+segmenter's decisions most: the normalised image rounded to bf16 keeps 8 significant bits, and an int8
+quantiser over the signed image range fewer; the stem is a small share of the network's multiply-adds
+(measured in docs/guides/deployment.md). ``keep_in_full_precision`` marks such layers with
+OpenVINO's ``precise`` runtime attribute, which ``save_model`` writes into the IR (as
+``DisablePrecisionConversion``) and which the CPU plugin honours by running the layer in f32 when the
+model runs at a bf16 (or f16) inference precision; ``quantize_openvino_int8`` leaves them out of int8
+(NNCF's ``ignored_scope``) and marks them the same way.
 """
 
 from __future__ import annotations
@@ -17,9 +27,62 @@ import numpy as np
 
 from densevision.inference.backends import require
 
+# OpenVINO's DisableFP16Compression runtime attribute ("precise", version 0) under the key its Python API
+# reads: ``save_model`` serialises it as the IR's DisablePrecisionConversion attribute
+PRECISE_RT_INFO = "precise_0"
+_COMPUTE_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
+
+
+def input_layers(model) -> list[str]:
+    """Friendly names of the first compute layers (convolution, matmul) on every path from the model's
+    inputs: the stem that reads the image.
+
+    Args:
+        model: an ``openvino.Model``.
+    """
+    found: list[str] = []
+    seen: set[str] = set()
+    todo = [consumer.get_node() for parameter in model.get_parameters()
+            for output in parameter.outputs() for consumer in output.get_target_inputs()]  # fmt: skip
+    while todo:
+        node = todo.pop()
+        name = node.get_friendly_name()
+        if name in seen:
+            continue
+        seen.add(name)
+        if node.get_type_name() in _COMPUTE_TYPES:
+            found.append(name)
+        elif node.get_type_name() != "Result":  # through shape-keeping ops (e.g. a Convert, a Multiply)
+            todo += [c.get_node() for output in node.outputs() for c in output.get_target_inputs()]
+    return sorted(found)
+
+
+def keep_in_full_precision(model, names: Iterable[str]) -> list[str]:
+    """Mark the nodes ``names`` of the ``openvino.Model`` ``model`` to run in f32 when it is compiled at a
+    bf16 (or f16) inference precision; the mark reaches the IR through ``openvino.save_model``. Compile the
+    saved IR: the CPU plugin of OpenVINO 2026.4 does not read the mark on a model compiled from memory.
+
+    Returns:
+        The names marked, in graph order.
+
+    Raises:
+        ValueError: a name is not a node of ``model``.
+    """
+    wanted = set(names)
+    marked = []
+    for node in model.get_ordered_ops():
+        if node.get_friendly_name() in wanted:
+            node.get_rt_info()[PRECISE_RT_INFO] = ""
+            marked.append(node.get_friendly_name())
+    missing = wanted - set(marked)
+    if missing:
+        raise ValueError(f"no node named {', '.join(sorted(missing))} in the model to keep in full precision")
+    return marked
+
 
 def quantize_openvino_int8(
-    model_xml: Path, calibration: Iterable[np.ndarray], output_xml: Path, *, subset_size: int
+    model_xml: Path, calibration: Iterable[np.ndarray], output_xml: Path, *, subset_size: int,
+    keep_float: Iterable[str] | None = None,
 ) -> Path:
     """Quantise the OpenVINO model ``model_xml`` (IR or ONNX) to int8 and save it as ``output_xml``.
 
@@ -31,6 +94,8 @@ def quantize_openvino_int8(
             ``load_backend(..., precision="int8")`` reads); its ``.bin`` is written beside it.
         subset_size: how many calibration items NNCF uses (at most that many are read from
             ``calibration``).
+        keep_float: names of nodes left out of int8 and run in f32 (``keep_in_full_precision``); None:
+            the layers that read the image (``input_layers``).
 
     Returns:
         ``output_xml``.
@@ -53,13 +118,16 @@ def quantize_openvino_int8(
             "calibration gave no images: pass at least one (N, 3, H, W) batch of training images"
         )
     model = ov.Core().read_model(str(model_xml))
+    keep = sorted(input_layers(model) if keep_float is None else keep_float)
     quantized = nncf.quantize(
         model,
         nncf.Dataset(items),
         # symmetric int8 everywhere: the CPU plugin's fastest kernels; ReLU networks lose nothing by it
         preset=nncf.QuantizationPreset.PERFORMANCE,
         subset_size=len(items),
+        ignored_scope=nncf.IgnoredScope(names=keep) if keep else None,
     )
+    keep_in_full_precision(quantized, keep)
     output_xml.parent.mkdir(parents=True, exist_ok=True)
     # int8 weights are stored as int8 already; keep the float parts (biases, scales) in full precision
     ov.save_model(quantized, str(output_xml), compress_to_fp16=False)
