@@ -17,9 +17,7 @@ through it (``--no-optimize`` turns it off in the first two; their switches are 
 from __future__ import annotations
 
 import copy
-import functools
 import warnings
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -27,25 +25,12 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils._pytree import tree_leaves, tree_map
 from torchvision.ops import FrozenBatchNorm2d
 
+from densevision.inference.cpu import cpu_has_fast_bf16  # noqa: F401  (re-exported: its public home)
 from densevision.log import get_logger
 from densevision.models.kinds import DETECTOR_TYPES
 from densevision.models.layers import DenseLayer
 
 logger = get_logger(__name__)
-
-_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-@functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """True where the CPU has AMX-BF16 or AVX512-BF16 (per ``/proc/cpuinfo``): elsewhere bf16 is emulated
-    and slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return any(flag in flags for flag in _BF16_CPU_FLAGS)
-
 
 def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
     return (
