@@ -4,7 +4,12 @@ DenseNet-FPN detection)."""
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names of _PUBLIC, for type checkers and the API reference
+    from densevision.inference.model_folder import load_model
+    from densevision.inference.optimize import optimize_for_inference
+    from densevision.models import FeatureSpec, create_model, list_models
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,21 @@ do not, so importing one of those costs no data module's import.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names of _PUBLIC, for type checkers and the API reference
+    from densevision.datasets.ade20k import ADE20KDataModule
+    from densevision.datasets.cityscapes import CityscapesDataModule
+    from densevision.datasets.segmentation import LabelMap, SegmentationDataError, SegmentationFolder
+    from densevision.datasets.segmentation_datamodule import (
+        CamVidDataModule,
+        SegmentationDataModule,
+        SegmentationDataOptions,
+        ShapesDataModule,
+    )
+    from densevision.datasets.shapes_segmentation import ensure_shapes_segmentation_dataset
+    from densevision.datasets.voc import VOCSegmentationDataModule
+    from densevision.datasets.voc_detection import VOCDetectionDataModule, voc_xml_to_coco
 
 _PUBLIC = {
     "ADE20KDataModule": "ade20k",
@@ -26,7 +40,21 @@ _PUBLIC = {
     "voc_xml_to_coco": "voc_detection",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "ADE20KDataModule",
+    "CamVidDataModule",
+    "CityscapesDataModule",
+    "LabelMap",
+    "SegmentationDataError",
+    "SegmentationDataModule",
+    "SegmentationDataOptions",
+    "SegmentationFolder",
+    "ShapesDataModule",
+    "VOCDetectionDataModule",
+    "VOCSegmentationDataModule",
+    "ensure_shapes_segmentation_dataset",
+    "voc_xml_to_coco",
+]
 
 
 def __getattr__(name: str) -> Any:

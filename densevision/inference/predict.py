@@ -181,20 +181,10 @@ def _read(item: tuple[Path, str], max_size: int | None, preprocessing: Preproces
 
 
 def _write_segmentation(
-    logits: Tensor | Future,
-    preprocessing: Preprocessing,
-    logits_size: Sequence[int],
-    image: np.ndarray,
-    output: Path,
-    name: str,
-    palette,
-    class_names: Sequence[str] | None,
+    logits: Tensor, image: np.ndarray, output: Path, name: str, palette, class_names: Sequence[str] | None
 ) -> None:
-    """The network's (1, C, h, w) logits (or the future of them) -> ``logits_size``, argmax, mask at the
-    image's size, mask and overlay PNGs."""
-    if isinstance(logits, Future):
-        logits = logits.result()
-    logits = preprocessing.postprocess(logits, logits_size)[0].cpu()
+    """(C, h, w) logits on the CPU -> argmax, mask at the image's size, mask and overlay PNGs (numpy and
+    Pillow only: this runs in the writing threads)."""
     # numpy's argmax over the class axis: the same first-maximum indices as torch's, several times faster
     # on (C, H, W) logits
     mask = logits.numpy().argmax(0).astype(np.uint8)
@@ -298,6 +288,15 @@ def predict(
         ThreadPoolExecutor(parallel_calls) as network,  # used only when the backend takes several calls
     ):
         writes: deque[Future] = deque()
+        in_flight: deque[tuple[Tensor | Future, tuple, tuple]] = deque()  # (logits, size, write arguments)
+
+        def finish(logits: Tensor | Future, size: tuple[int, int], arguments: tuple) -> None:
+            # torch's operators run in this thread only: one of its OpenMP teams in a writing thread beside
+            # the network's stalls both on 2 cores (the PyTorch path ran 4x slower)
+            logits = logits.result() if isinstance(logits, Future) else logits
+            mask_logits = preprocessing.postprocess(logits, size)[0].cpu()
+            writes.append(pool.submit(_write_segmentation, mask_logits, *arguments))
+
         items = list(zip(files, names, strict=True))
         stream = _prefetched(read, items, pool, depth=max(1, workers) + parallel_calls)
         for file, name, image, small, x, error in tqdm(
@@ -312,10 +311,10 @@ def predict(
             for folder in ("overlays", "masks") if kind == "dense" else ("overlays",):
                 (output / folder / name).parent.mkdir(parents=True, exist_ok=True)
             if kind == "dense":
-                # logits at the network's size here; resized to the size the image was read at (``max_size``
-                # bounds their memory) in the writing thread, the mask then given back at the original size
+                # logits resized to the size the image was read at (``max_size`` bounds their memory) in
+                # ``finish``, the mask then given back at the original size by the writing thread
                 run = functools.partial(_network_logits, preprocessing, x=x, device=device)
-                if parallel_calls > 1:
+                if parallel_calls > 1:  # up to parallel_calls images in the network at once
                     out = network.submit(run, runner)
                 else:
                     out, seconds = timed(run, runner)
@@ -329,8 +328,9 @@ def predict(
                             f"{agreement(kind, out[0], ref[0], score_threshold)}; {seconds * 1e3:.0f} ms vs "
                             f"{ref_seconds * 1e3:.0f} ms (first call, warm-up included)"
                         )
-                writes.append(pool.submit(_write_segmentation, out, preprocessing, small.shape[:2], image,
-                                          output, name, palette, class_names))  # fmt: skip
+                in_flight.append((out, small.shape[:2], (image, output, name, palette, class_names)))
+                while in_flight and (len(in_flight) >= parallel_calls or in_flight[0][0].done()):
+                    finish(*in_flight.popleft())
             else:
                 run = functools.partial(run_detection, image=small, device=device)
                 out, seconds = timed(run, runner)
@@ -349,6 +349,8 @@ def predict(
             images.append({"id": image_id, "file_name": str(file), "height": size[0], "width": size[1]})
             while len(writes) > 2 * max(1, workers) + parallel_calls:
                 writes.popleft().result()
+        while in_flight:
+            finish(*in_flight.popleft())
         for pending in writes:
             pending.result()
     if skipped:
