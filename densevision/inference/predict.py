@@ -185,9 +185,10 @@ def _write_segmentation(
 ) -> None:
     """(C, h, w) logits on the CPU -> argmax, mask at the image's size, mask and overlay PNGs (numpy and
     Pillow only: this runs in the writing threads)."""
-    # numpy's argmax over the class axis: the same first-maximum indices as torch's, several times faster
-    # on (C, H, W) logits
-    mask = logits.numpy().argmax(0).astype(np.uint8)
+    # numpy's argmax over the class axis of contiguous (C, H, W) logits: the same first-maximum indices as
+    # torch's, several times faster. The PyTorch path's logits are channels-last: without the contiguous
+    # copy (made here by torch) that path ran 4x slower on 2 cores (measured, 30 CamVid frames)
+    mask = logits.contiguous().numpy().argmax(0).astype(np.uint8)
     size = tuple(image.shape[:2])
     if mask.shape != size:
         mask = np.array(Image.fromarray(mask).resize(size[::-1], Image.Resampling.NEAREST))
