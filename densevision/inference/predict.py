@@ -2,8 +2,9 @@
 ``densevision predict --checkpoint``; options and outputs: ``densevision.apps.predict``).
 
 A pipeline over the images: threads read and preprocess the next images, the network runs on the current
-one (on a backend that takes several calls at once, ``parallel_calls`` images are in flight), and threads
-resize the logits, take the argmax and write the masks and overlays of the earlier ones. PNGs are written
+one (on a backend that takes several calls at once, ``parallel_calls`` images are in flight) and its
+thread resizes the logits (torch's operators stay in one thread), and threads take the argmax and write
+the masks and overlays of the earlier ones. PNGs are written
 at zlib level 1 (lossless, the same pixels; level 6 took longer than the network). The PyTorch model path
 (``densevision.inference.optimize``), the detection helpers and torchvision are imported only for a
 PyTorch model, so a runtime's predictions start without them.
