@@ -11,6 +11,10 @@ constructors. ``CONFIG`` is a file, or the name of a shipped config (``segmentat
 (``densevision.apps.predict``, also reachable as ``densevision infer``):
 ``densevision predict --checkpoint run/checkpoints/last.ckpt --input images/ --output out/``.
 
+Lightning is imported only by the commands that use it: ``densevision predict --model EXPORT_DIR
+--backend openvino`` starts without it (its import is seconds of a short prediction's time). The names
+of ``densevision.tasks.lightning_cli`` re-exported here are imported when first used.
+
 User errors (missing files, bad configs or data, a checkpoint of another model) print one sentence and
 exit 1 (2 for a command line that does not parse); ``--debug`` (anywhere on the command line) or
 ``DENSEVISION_DEBUG=1`` shows the traceback instead.
@@ -25,33 +29,56 @@ import re
 import sys
 import traceback
 import warnings
+from typing import Any
 
 import yaml
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from densevision.apps import APPS
 from densevision.log import configure_logging, get_logger
-from densevision.tasks.callbacks import NonFiniteLossError
-from densevision.tasks.lightning_cli import (  # noqa: F401  (re-exported: densevision.cli's public names)
-    DATA_LINKS,
-    DEFAULT_LOGGERS,
-    DenseVisionArgumentParser,
-    DenseVisionCLI,
-    RunFolderError,
-    command_folder,
-    find_best_checkpoint,
-    find_last_checkpoint,
-    fit_summary,
-    holds_a_run,
-    run_lightning_cli,
-)
 
 log = get_logger(__name__)
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
-# Errors a user causes and can fix from the message alone: printed as one line (``--debug``: traceback).
-USER_ERRORS = (OSError, ValueError, yaml.YAMLError, MisconfigurationException, NonFiniteLossError)
+# densevision.cli's public names from densevision.tasks.lightning_cli, imported on first use (PEP 562)
+_LIGHTNING_CLI_NAMES = (
+    "DATA_LINKS", "DEFAULT_LOGGERS", "DenseVisionArgumentParser", "DenseVisionCLI", "RunFolderError",
+    "command_folder", "find_best_checkpoint", "find_last_checkpoint", "fit_summary", "holds_a_run",
+    "run_lightning_cli",
+)  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LIGHTNING_CLI_NAMES:
+        return getattr(importlib.import_module("densevision.tasks.lightning_cli"), name)
+    if name == "USER_ERRORS":
+        return user_errors()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user causes and can fix from the message alone: printed as one line (``--debug``:
+    traceback). Lightning's and the training callbacks' errors count only once their modules are loaded:
+    no other command can raise them, and importing Lightning to name them would cost every command its
+    start-up time."""
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, yaml.YAMLError)
+    if "lightning.pytorch" in sys.modules:
+        from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+        errors += (MisconfigurationException,)
+    if "densevision.tasks.callbacks" in sys.modules:
+        from densevision.tasks.callbacks import NonFiniteLossError
+
+        errors += (NonFiniteLossError,)
+    return errors
+
+
+def _is_sigterm(err: BaseException) -> bool:
+    if "lightning.pytorch" not in sys.modules:  # only Lightning's trainer raises it
+        return False
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    return isinstance(err, SIGTERMException)
 
 # Third-party messages that say nothing to a densevision user, silenced by their exact text.
 NOISY_WARNINGS = (
@@ -88,7 +115,7 @@ def user_message(err: BaseException) -> str:
     if "Given value" not in message:
         return message
     cause = err
-    while isinstance(cause.__cause__, USER_ERRORS):
+    while isinstance(cause.__cause__, user_errors()):
         cause = cause.__cause__
     if cause is err:
         return message.splitlines()[0]
@@ -114,6 +141,8 @@ def _names_a_config(args: list[str]) -> bool:
 
 def _run(command: str, argv: list[str], rest: list[str]) -> int:
     if command in LIGHTNING_SUBCOMMANDS:
+        from densevision.tasks.lightning_cli import run_lightning_cli
+
         run_lightning_cli(argv)
         return 0
     module = importlib.import_module(APPS[command][0])
@@ -143,16 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return _run(command, argv, rest)
-    except SIGTERMException:
+    except SystemExit as err:
+        if not _is_sigterm(err):
+            raise
         log.error(f"densevision {argv[0]}: stopped by SIGTERM")
         return 143  # 128 + SIGTERM, as a shell reports a process the signal ended
-    except USER_ERRORS as err:
+    except Exception as err:
+        if not isinstance(err, user_errors()):
+            traceback.print_exc()
+            return 1
         if debug:
             raise
         message = user_message(err)
         log.error(f"densevision {argv[0]}: {message}")
         print("(densevision --debug ... shows the traceback)", file=sys.stderr)
-        return 1
-    except Exception:
-        traceback.print_exc()
         return 1

@@ -21,10 +21,11 @@ def get_logger(name: str) -> logging.Logger:
 
 def process_rank() -> int:
     """This process's global rank: Lightning's once a strategy has set it, else the launcher's
-    environment (``RANK``, ``LOCAL_RANK``, SLURM), else 0."""
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    rank = getattr(rank_zero_only, "rank", None)
+    environment (``RANK``, ``LOCAL_RANK``, SLURM), else 0. Lightning is not imported for this: where it
+    is not loaded, no strategy has set a rank (and a command that does not need it starts seconds
+    faster)."""
+    rank_zero = sys.modules.get("lightning.fabric.utilities.rank_zero")
+    rank = getattr(getattr(rank_zero, "rank_zero_only", None), "rank", None)
     if rank is not None:
         return int(rank)
     for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):

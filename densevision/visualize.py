@@ -5,19 +5,26 @@ segmentation picture carries a legend of class names and colours. Detections are
 (3, H, W) tensors, with its ``draw_bounding_boxes`` / ``draw_segmentation_masks``; their captions (class
 name and score) are drawn with Pillow on a filled background, sized relative to the image and stacked so
 that no two overlap.
+
+Segmentation pictures need numpy and Pillow only (torch and torchvision are imported by the detection
+functions): ``densevision predict`` draws one overlay per image, so the blend works in place, the classes
+present are counted rather than sorted, and a legend is drawn once per picture size, classes and palette,
+then composited over the corner it covers.
 """
 
 from __future__ import annotations
 
 import colorsys
+import functools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
-from torch import Tensor
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 Color = tuple[int, int, int]
 IGNORE_COLOR: Color = (0, 0, 0)
@@ -39,10 +46,16 @@ def default_palette(num_classes: int) -> tuple[Color, ...]:
     return tuple(colors)
 
 
-def colorize(mask: np.ndarray, colors: Sequence[Color], ignore_index: int | None = None) -> np.ndarray:
-    """(H, W) class indices -> (H, W, 3) uint8 colours; ignored or unknown values are black."""
+def _color_table(mask: np.ndarray, colors: Sequence[Color]) -> np.ndarray:
+    """(K, 3) uint8: row k = the colour of class k, black for the classes ``colors`` does not cover."""
     lut = np.zeros((max(int(mask.max(initial=0)) + 1, len(colors)), 3), dtype=np.uint8)
     lut[: len(colors)] = np.asarray(colors, dtype=np.uint8)
+    return lut
+
+
+def colorize(mask: np.ndarray, colors: Sequence[Color], ignore_index: int | None = None) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 colours; ignored or unknown values are black."""
+    lut = _color_table(mask, colors)
     out = lut[np.clip(mask, 0, len(lut) - 1)]
     if ignore_index is not None:
         out[mask == ignore_index] = IGNORE_COLOR
@@ -56,13 +69,20 @@ def overlay(
     ignore_index: int | None = None,
     alpha: float = 0.55,
 ) -> np.ndarray:
-    """Blends the colourised ``mask`` over ``image``; ignored pixels keep the image. (H, W, 3) uint8."""
-    color = colorize(mask, colors, ignore_index).astype(np.float32)
-    out = image.astype(np.float32) * (1 - alpha) + color * alpha
+    """Blends the colourised ``mask`` over ``image``; ignored pixels keep the image. (H, W, 3) uint8.
+
+    ``image * (1 - alpha) + colour * alpha`` in float32, rounded half to even; the colour term comes from a
+    per-class table and the sum is formed in place (the same numbers, fewer passes over the picture).
+    """
+    lut = _color_table(mask, colors)
+    weighted = lut.astype(np.float32) * alpha
+    out = image.astype(np.float32)
+    out *= 1 - alpha
+    out += weighted[np.clip(mask, 0, len(lut) - 1)]
     if ignore_index is not None:
         keep = mask == ignore_index
         out[keep] = image[keep]
-    return out.round().astype(np.uint8)
+    return np.rint(out, out=out).astype(np.uint8)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -103,20 +123,36 @@ def draw_legend(
     classes = list(range(len(class_names))) if classes is None else list(classes)
     if not classes:
         return picture
-    size = max(10, round(min(picture.size) * 0.035))
-    font, pad = _font(size), max(2, size // 4)
-    row = size + pad
-    text_width = max(ImageDraw.Draw(picture).textlength(class_names[c], font=font) for c in classes)
-    box = (0, 0, int(pad * 3 + size + text_width), pad + row * len(classes))
-    layer = Image.new("RGBA", picture.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
-    draw.rectangle(box, fill=(255, 255, 255, 215))
-    for i, c in enumerate(classes):
-        y = pad + i * row
-        draw.rectangle((pad, y, pad + size, y + size), fill=(*colors[c], 255), outline=(0, 0, 0, 255))
-        draw.text((2 * pad + size, y + size / 2), class_names[c], fill=(0, 0, 0, 255), font=font, anchor="lm")
-    picture.paste(Image.alpha_composite(picture.convert("RGBA"), layer).convert("RGB"))
+    names = tuple(str(class_names[c]) for c in classes)
+    swatches = tuple(tuple(int(v) for v in colors[c]) for c in classes)
+    box, layer = _legend_layer(picture.size, names, swatches)
+    # only the corner the legend covers is composited: elsewhere its layer is transparent
+    corner = Image.alpha_composite(picture.crop(box).convert("RGBA"), layer).convert("RGB")
+    picture.paste(corner, box[:2])
     return picture
+
+
+@functools.lru_cache(maxsize=64)
+def _legend_layer(
+    size: tuple[int, int], names: tuple[str, ...], colors: tuple[Color, ...]
+) -> tuple[tuple[int, int, int, int], Image.Image]:
+    """The legend of ``draw_legend`` on a transparent RGBA layer of a ``size`` picture, cropped to the box
+    it covers: (that box, the cropped layer). Cached: a folder of frames of one size shows few sets of
+    classes, and drawing text is most of a legend's cost."""
+    font_size = max(10, round(min(size) * 0.035))
+    font, pad = _font(font_size), max(2, font_size // 4)
+    row = font_size + pad
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    text_width = max(draw.textlength(name, font=font) for name in names)
+    draw.rectangle((0, 0, int(pad * 3 + font_size + text_width), pad + row * len(names)),
+                   fill=(255, 255, 255, 215))  # fmt: skip
+    for i, (name, color) in enumerate(zip(names, colors, strict=True)):
+        y = pad + i * row
+        draw.rectangle((pad, y, pad + font_size, y + font_size), fill=(*color, 255), outline=(0, 0, 0, 255))
+        draw.text((2 * pad + font_size, y + font_size / 2), name, fill=(0, 0, 0, 255), font=font, anchor="lm")
+    box = layer.getbbox() or (0, 0, 1, 1)
+    return box, layer.crop(box)
 
 
 def labelled_overlay(
@@ -134,9 +170,17 @@ def labelled_overlay(
         class_names: one per class index; None or empty = ``class0``, ``class1``...
     """
     names = list(class_names or [f"class{i}" for i in range(len(colors))])
-    present = [int(c) for c in np.unique(mask) if 0 <= c < min(len(names), len(colors)) and c != ignore_index]
+    present = [c for c in _classes_present(mask, min(len(names), len(colors))) if c != ignore_index]
     picture = Image.fromarray(overlay(image, mask, colors, ignore_index, alpha))
     return np.asarray(draw_legend(picture, names, colors, present))
+
+
+def _classes_present(mask: np.ndarray, limit: int) -> list[int]:
+    """The class indices in [0, ``limit``) that ``mask`` holds, ascending (counted: no sort of the mask)."""
+    values = np.asarray(mask).ravel()
+    if values.dtype.kind == "u" or (values.dtype.kind == "i" and values.min(initial=0) >= 0):
+        return [int(c) for c in np.flatnonzero(np.bincount(values, minlength=limit)[:limit])]
+    return [int(c) for c in np.unique(values) if 0 <= c < limit]
 
 
 def legend(class_names: Sequence[str], colors: Sequence[Color], width: int = 160) -> Image.Image:
@@ -200,6 +244,9 @@ def draw_detections(
     where ``class_names`` has no entry for it; the name alone without ``show_scores``) on a background of
     the class colour, at a size relative to the image, stacked where they would overlap. Returns uint8
     (3, H, W)."""
+    import torch
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
     keep = (detection["scores"] >= score_threshold) & (detection["labels"] > 0)
     picture = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round().to(torch.uint8)
     if not bool(keep.any()):
@@ -299,6 +346,8 @@ def detection_side_by_side(
         target: ``boxes`` (N, 4) xyxy pixels, ``labels`` (N,)[, ``masks`` (N, H, W)], or None.
         detection: ``boxes``, ``labels``, ``scores``[, ``masks`` (K, 1, H, W) probabilities].
     """
+    import torch
+
     factor = max(1, -(-min_height // image.shape[-2]))
     panels = []
     if target is not None and "boxes" in target:

@@ -76,12 +76,12 @@ def test_openvino_bf16_keeps_the_decisions(exported):
 
 
 def test_bf16_without_cpu_support_falls_back_to_fp32_with_a_warning(monkeypatch, caplog):
-    monkeypatch.setattr(optimize, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(backends, "cpu_has_fast_bf16", lambda: False)
     with caplog.at_level(logging.WARNING, logger="densevision"):
         assert backends.resolve_precision("openvino", "bf16") == "fp32"
     assert "no AMX / AVX512-BF16: running openvino in float32" in caplog.text
     assert backends.resolve_precision("openvino", None) == "fp32"
-    monkeypatch.setattr(optimize, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(backends, "cpu_has_fast_bf16", lambda: True)
     assert backends.resolve_precision("openvino", None) == "bf16"
     assert backends.resolve_precision("onnxruntime", None) == "fp32"
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 from pathlib import Path
-
-from densevision.tasks.lightning_cli import packaged_config
+from typing import Any
 
 __all__ = ["APPS", "demo_cli_args", "demo_parser", "new_run_dir", "packaged_config"]
 
@@ -24,6 +23,16 @@ APPS: dict[str, tuple[str, str]] = {
     "zoo": ("densevision.apps.zoo", "every registered model: parameters, GFLOPs, CPU latency, results"),
     "configs": ("densevision.apps.configs", "list the shipped configs, or copy one here to edit"),
 }
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use: densevision.tasks.lightning_cli loads Lightning, which `densevision predict
+    # --model` never needs and whose import is seconds of its start-up
+    if name == "packaged_config":
+        from densevision.tasks.lightning_cli import packaged_config
+
+        return packaged_config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def new_run_dir(name: str, parent: str | Path = "runs") -> Path:

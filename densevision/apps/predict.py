@@ -47,7 +47,6 @@ from densevision.inference.backends import BACKENDS, load_backend
 from densevision.inference.model_folder import check_backend, load_model, preprocessing_of, read_metadata
 from densevision.inference.predict import check_fresh_output, predict
 from densevision.inference.preprocessing import Preprocessing
-from densevision.tasks.checkpoints import load_task
 
 # the runtime that runs each export format when --backend is not given
 DEFAULT_BACKEND = {"safetensors": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
@@ -111,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         bf16=args.bf16, compile=args.compile, score_threshold=args.score_threshold, overwrite=args.overwrite,
     )  # fmt: skip
     if args.model is not None:
-        model, labels, source = _export_folder(args)
+        metadata = read_metadata(args.model)
+        model, labels, source = _export_folder(args, metadata)
     else:
+        from densevision.tasks.checkpoints import load_task  # Lightning: only a checkpoint needs it
+
         task = load_task(args.checkpoint)
         model, source = task.model, {"checkpoint": str(args.checkpoint), "backend": "torch"}
         labels = {
@@ -123,14 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         }
     labels["preprocessing"] = labels["preprocessing"].with_window(args.window_size, args.flip_tta)
     if args.model is not None:
-        _check_network_input(args.model, source, labels["preprocessing"])
+        _check_network_input(args.model, metadata, source, labels["preprocessing"])
     predict(model, files, args.output, **options, **labels, source=source)
     return 0
 
 
-def _export_folder(args: argparse.Namespace) -> tuple[object, dict, dict]:
-    """(the model or backend function, its labels and preprocessing, what predicted_by.json records)."""
-    metadata = read_metadata(args.model)
+def _export_folder(args: argparse.Namespace, metadata: dict) -> tuple[object, dict, dict]:
+    """(the model or backend function, its labels and preprocessing, what predicted_by.json records) of
+    the folder ``args.model`` whose checked ``densevision.json`` is ``metadata``."""
     backend = args.backend or DEFAULT_BACKEND.get(metadata["format"], "torch")
     if metadata["task"] not in ("segmentation", "detection"):
         raise ValueError(
@@ -150,7 +152,9 @@ def _export_folder(args: argparse.Namespace) -> tuple[object, dict, dict]:
     else:
         precision = "int8" if args.int8 else {True: "bf16", False: "f32", None: None}[args.bf16]
         try:
-            model = load_backend(args.model, backend, precision=precision, threads=args.threads)
+            # pipelined: several images in flight, each on its share of the cores (see predict)
+            model = load_backend(args.model, backend, precision=precision, threads=args.threads,
+                                 pipelined=True)  # fmt: skip
         except ImportError as err:  # the runtime is an optional extra: one line saying which
             raise ValueError(str(err)) from err
     labels = {
@@ -164,9 +168,8 @@ def _export_folder(args: argparse.Namespace) -> tuple[object, dict, dict]:
     return model, labels, source
 
 
-def _check_network_input(folder: Path, source: dict, preprocessing: Preprocessing) -> None:
+def _check_network_input(folder: Path, metadata: dict, source: dict, preprocessing: Preprocessing) -> None:
     """A fixed-size exported file takes only its size: say so before any image is read."""
-    metadata = read_metadata(folder)
     window = (preprocessing.sliding_window or {}).get("window_size")
     size = ((window, window) if isinstance(window, int) else window) or preprocessing.input_size
     exported = tuple(metadata.get("input_shape", [])[-2:])

@@ -13,14 +13,15 @@ Presets (chosen by name in the YAML configs, ``augment:``):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
-from albumentations.pytorch import ToTensorV2
 from torch import Tensor
+
+if TYPE_CHECKING:  # imported by the pipelines that use it: prediction's preprocess_image needs none
+    import albumentations as A
 
 AugmentPreset = Literal["none", "flip", "scale_crop", "scale_crop_color", "scale_crop_photometric"]
 AUGMENT_PRESETS: tuple[str, ...] = get_args(AugmentPreset)
@@ -83,6 +84,9 @@ def segmentation_transform(
     """
     if augment not in AUGMENT_PRESETS:
         raise ValueError(f"unknown augment preset {augment!r}; choose one of {', '.join(AUGMENT_PRESETS)}")
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
     steps: list[A.BasicTransform] = []
     if resize is not None:
         steps.append(A.Resize(*resize, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST))

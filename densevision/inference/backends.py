@@ -16,18 +16,23 @@ float32); on such CPUs ``"int8"`` (OpenVINO) is the fast path.
 
 OpenVINO runs one compiled model with one infer request, reused for every call; the input array is handed
 to the runtime without a copy (``share_inputs``) and the output is copied once, so a result stays valid
-after the next call.
+after the next call. With ``pipelined=True`` it is compiled for throughput instead (OpenVINO's
+``THROUGHPUT`` hint: several streams, each running one image on its share of the cores) with one infer
+request per stream: the function may then be called from that many threads at once
+(``run.parallel_calls``), which is how ``densevision predict`` keeps every core busy on batches of one.
 """
 
 from __future__ import annotations
 
 import importlib
+import queue
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
+from densevision.inference.cpu import cpu_has_fast_bf16
 from densevision.log import get_logger
 
 logger = get_logger(__name__)
@@ -70,8 +75,6 @@ def resolve_precision(backend: str, precision: str | None) -> str:
     Raises:
         ValueError: ``backend`` or ``precision`` is not offered.
     """
-    from densevision.inference.optimize import cpu_has_fast_bf16
-
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     allowed = _PRECISIONS[backend]
@@ -111,7 +114,12 @@ def _model_file(folder: Path, backend: str, precision: str) -> Path:
 
 
 def load_backend(
-    folder: Path, backend: str, *, precision: str | None = None, threads: int | None = None
+    folder: Path,
+    backend: str,
+    *,
+    precision: str | None = None,
+    threads: int | None = None,
+    pipelined: bool = False,
 ) -> Backend:
     """A function running the exported model in ``folder`` on ``backend``.
 
@@ -122,6 +130,8 @@ def load_backend(
             ``model_int8.xml``); ``None``: bf16 where the CPU has it, else fp32.
         threads: intra-op threads (``None``: the runtime's default). For ``torch`` this sets PyTorch's
             process-wide thread count.
+        pipelined: openvino: compile for throughput, callable from ``run.parallel_calls`` threads at once
+            (see the module docstring); one call alone is then slower. Other backends ignore it.
 
     Returns:
         ``run(x)``: (N, 3, H, W) float32 normalised images -> the model's first output as float32
@@ -139,7 +149,7 @@ def load_backend(
     check_backend(folder, read_metadata(folder), backend)  # the files are checked against their hashes
     path = _model_file(folder, backend, precision)
     if backend == "openvino":
-        return openvino_backend(path, precision=precision, threads=threads)
+        return openvino_backend(path, precision=precision, threads=threads, pipelined=pipelined)
     if backend == "onnxruntime":
         return onnxruntime_backend(path, threads=threads)
     from densevision.inference.model_folder import load_model
@@ -147,31 +157,50 @@ def load_backend(
     return torch_backend(load_model(folder), precision=precision, threads=threads)
 
 
-def openvino_backend(model_file: Path, *, precision: str = "fp32", threads: int | None = None) -> Backend:
-    """OpenVINO on the CPU: ``model_file`` (IR ``.xml`` or ``.onnx``) compiled once for latency at
-    ``precision`` (``"fp32"``, ``"bf16"``; ``"int8"`` runs a quantised IR with bf16 or fp32 for what
-    stays in float), one infer request reused. See ``load_backend`` for the call."""
-    from densevision.inference.optimize import cpu_has_fast_bf16
+class OpenVINORequests:
+    """A compiled OpenVINO model behind ``run(x) -> logits`` that up to ``parallel_calls`` threads may call
+    at once, each call on an infer request of its own (the requests are reused; a call waits for a free
+    one). The runtime releases the GIL while it infers, so the calling threads run in parallel."""
 
+    def __init__(self, compiled: object, parallel_calls: int = 1) -> None:
+        self.parallel_calls = max(1, parallel_calls)
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(self.parallel_calls):
+            self._free.put(compiled.create_infer_request())
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        request = self._free.get()
+        try:
+            # share_inputs: the runtime reads the caller's array in place; the one copy is the result's own
+            request.infer({0: np.ascontiguousarray(x, dtype=np.float32)}, share_inputs=True,
+                          share_outputs=True)  # fmt: skip
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        finally:
+            self._free.put(request)
+
+
+def openvino_backend(
+    model_file: Path, *, precision: str = "fp32", threads: int | None = None, pipelined: bool = False
+) -> Backend:
+    """OpenVINO on the CPU: ``model_file`` (IR ``.xml`` or ``.onnx``) compiled once at ``precision``
+    (``"fp32"``, ``"bf16"``; ``"int8"`` runs a quantised IR with bf16 or fp32 for what stays in float),
+    for latency with one infer request reused, or with ``pipelined`` for throughput with one request per
+    stream (an :class:`OpenVINORequests`). See ``load_backend`` for the call."""
     ov = require("openvino", "openvino")
     hints = importlib.import_module("openvino.properties.hint")
     props = importlib.import_module("openvino.properties")
     float_type = "bf16" if precision == "bf16" or (precision == "int8" and cpu_has_fast_bf16()) else "f32"
     config = {
         hints.inference_precision: ov.Type.bf16 if float_type == "bf16" else ov.Type.f32,
-        hints.performance_mode: hints.PerformanceMode.LATENCY,
+        hints.performance_mode: (
+            hints.PerformanceMode.THROUGHPUT if pipelined else hints.PerformanceMode.LATENCY
+        ),
     }
     if threads:
         config[props.inference_num_threads] = threads
     compiled = ov.Core().compile_model(str(model_file), "CPU", config)
-    request = compiled.create_infer_request()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        # share_inputs: the runtime reads the caller's array in place; the one copy is the result's own
-        request.infer({0: np.ascontiguousarray(x, dtype=np.float32)}, share_inputs=True, share_outputs=True)
-        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
-
-    return run
+    requests = compiled.get_property(props.optimal_number_of_infer_requests) if pipelined else 1
+    return OpenVINORequests(compiled, requests)
 
 
 def onnxruntime_backend(model_file: Path, *, threads: int | None = None) -> Backend:

@@ -31,11 +31,12 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from densevision.inference.preprocessing import Preprocessing
+
+if TYPE_CHECKING:  # torch is imported where a network is built: reading a folder's metadata needs none
+    from torch import nn
 
 METADATA_FILE = "densevision.json"
 FORMAT_FILES: dict[str, tuple[str, ...]] = {
@@ -155,6 +156,7 @@ def build_model(config: Mapping[str, Any], where: str = "model") -> nn.Module:
         ModelFolderError: a class_path outside ``TRUSTED_PREFIXES``, or a config that does not build.
     """
     from jsonargparse import ArgumentParser
+    from torch import nn
 
     for class_path in _class_paths(config):
         if not isinstance(class_path, str) or not class_path.startswith(TRUSTED_PREFIXES):

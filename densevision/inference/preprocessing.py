@@ -10,10 +10,11 @@ calibration images of int8 export all go through :class:`Preprocessing`:
    (``sliding_window_inference``: overlap, blending, flip TTA);
 3. the logits are resized back to each image's own size before anyone takes the argmax.
 
-Plain numpy and torch: no Lightning. A run's values come from its hyper-parameters
-(:meth:`Preprocessing.from_hparams`), an export folder's from its ``densevision.json``
-(:meth:`Preprocessing.from_dict`); values a run did not record (checkpoints older than these fields) take
-the defaults of ``densevision.datasets.transforms`` (ImageNet statistics).
+Plain numpy and torch: no Lightning, and no model zoo (the sliding windows' module is imported when a
+window is asked for), so a runtime's predictions start without importing either. A run's values come
+from its hyper-parameters (:meth:`Preprocessing.from_hparams`), an export folder's from its
+``densevision.json`` (:meth:`Preprocessing.from_dict`); values a run did not record (checkpoints older
+than these fields) take the defaults of ``densevision.datasets.transforms`` (ImageNet statistics).
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from densevision.datasets.transforms import MEAN, STD, preprocess_image
-from densevision.models.segmentation.decoder import resize_logits
-from densevision.models.segmentation.sliding_window import check_options, sliding_window_inference
 
 SLIDING_WINDOW_KEYS = ("window_size", "overlap", "blend", "batch_size", "flip_tta")
 
@@ -46,6 +46,8 @@ def check_sliding_window(options: Mapping[str, Any] | None) -> dict[str, Any] | 
         raise ValueError(
             f"sliding_window takes {list(SLIDING_WINDOW_KEYS)} (window_size required), got {dict(options)}"
         )
+    from densevision.models.segmentation.sliding_window import check_options
+
     options = dict(options)
     check_options(options["window_size"], options.get("overlap", 0.25), options.get("blend", "gaussian"),
                   options.get("batch_size", 4))  # fmt: skip
@@ -116,12 +118,22 @@ class Preprocessing:
         """(N, 3, h, w) preprocessed images -> (N, C, h, w) logits: whole, or window by window."""
         if self.sliding_window is None:
             return forward(images)
+        from densevision.models.segmentation.sliding_window import sliding_window_inference
+
         return sliding_window_inference(forward, images, **self.sliding_window)
 
     @staticmethod
     def postprocess(logits: Tensor, size: Sequence[int]) -> Tensor:
-        """(N, C, h, w) logits -> (N, C, H, W) float32 at ``size`` = (H, W), the image's own size."""
-        return resize_logits(logits.float(), size)
+        """(N, C, h, w) logits -> (N, C, H, W) float32 at ``size`` = (H, W), the image's own size.
+
+        The bilinear resize of ``densevision.models.segmentation.base.resize_logits`` (what the tasks score),
+        called here directly: importing the model package would add its whole import to every runtime's
+        start-up.
+        """
+        logits = logits.float()
+        if tuple(logits.shape[-2:]) == tuple(size):
+            return logits
+        return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
     def predict(
         self, forward: Callable[[Tensor], Tensor], image: np.ndarray, device: torch.device | str = "cpu"
