@@ -102,14 +102,26 @@ def coco_data(data_dir: Path, tmp_path: Path) -> TinyData:
         "--data.init_args.train_annotations", str(coco / "annotations" / "train.json"),
         "--data.init_args.val_images", str(coco / "images"),
         "--data.init_args.val_annotations", str(coco / "annotations" / "val.json"),
-    ], coco / "images")  # fmt: skip
+    ], _one_image(coco))  # fmt: skip
 
 
 def shapes_detection_data(data_dir: Path, tmp_path: Path) -> TinyData:
     coco = _shapes_coco(data_dir)
     return TinyData(["--data.init_args.root", str(coco.parent / "demo_shapes"), "--data.init_args.num_train",
                      "4", "--data.init_args.num_val", "2", "--data.init_args.dataset_image_size", "64"],
-                    coco / "images")  # fmt: skip
+                    _one_image(coco))  # fmt: skip
+
+
+def _one_image(coco: Path) -> Path:
+    """A folder of one of the set's images for ``densevision predict``: an untrained detector keeps its
+    100 highest-scoring boxes per image and a Mask R-CNN runs its mask head on each, so every further image
+    costs seconds and tests nothing new."""
+    folder = coco.parent / "predict"
+    if not folder.is_dir():
+        folder.mkdir()
+        first = sorted((coco / "images").iterdir())[0]
+        (folder / first.name).write_bytes(first.read_bytes())
+    return folder
 
 
 def _shapes_coco(data_dir: Path) -> Path:
@@ -210,6 +222,7 @@ def test_every_config_has_tiny_data():
     assert not missing, f"add a tiny-data builder to TINY_DATA in {Path(__file__).name} for {missing}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", SEGMENTATION)
 def test_segmentation_config_fit_predict_export_validate_test(config, data_dir, tmp_path):
     run, path = tmp_path / "run", CONFIGS / "segmentation" / config
@@ -223,6 +236,7 @@ def test_segmentation_config_fit_predict_export_validate_test(config, data_dir, 
     assert list(run.glob("test-*/test_metrics.json"))  # each command writes its own folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", DETECTION)
 def test_detection_config_fit_predict_export_validate_test(config, data_dir, tmp_path):
     run, path = tmp_path / "run", CONFIGS / "detection" / config
@@ -245,6 +259,7 @@ def test_every_loss_override_is_known():
     assert LOSS_OVERRIDES == sorted(LOSS_TERMS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", LOSS_OVERRIDES)
 def test_loss_override_layers_on_a_config_and_its_run_loads(override, data_dir, tmp_path):
     """A second ``--config`` swaps only the loss: the model, data and class weights of the first stay, and
