@@ -119,7 +119,7 @@ def _one_image(coco: Path) -> Path:
     folder = coco.parent / "predict"
     if not folder.is_dir():
         folder.mkdir()
-        first = sorted((coco / "images").iterdir())[0]
+        first = sorted(p for p in (coco / "images").rglob("*") if p.is_file())[0]
         (folder / first.name).write_bytes(first.read_bytes())
     return folder
 
@@ -242,6 +242,35 @@ def test_segmentation_config_fit_predict_export_validate_test(config, data_dir, 
         masks = sorted((tmp_path / "predict" / "masks").iterdir())
         assert [Image.open(m).size for m in masks] == [(96, 72)] * 3  # at each image's own size
     assert list(run.glob("test-*/test_metrics.json"))  # each command writes its own folder
+    benchmark = REPLICA_CLASSES.get(data_class_path(path).rpartition(".")[2])
+    if benchmark is not None:
+        replica_run_scores_as_its_benchmark(task, benchmark, data, run, tmp_path)
+
+
+# the benchmark data modules -> their number of classes (tests/datasets/test_benchmark_configs.py checks
+# the rest of their label space on each config without training)
+REPLICA_CLASSES = {"CityscapesDataModule": 19, "VOCSegmentationDataModule": 21, "ADE20KDataModule": 150}
+
+
+def replica_run_scores_as_its_benchmark(task, num_classes: int, data: TinyData, run: Path, tmp_path: Path):
+    """A run on a benchmark's replica predicts its frames at their own size, VOC's masks are scored as they
+    are on disk (the label PNGs hold the training ids) and ``test`` scores the replica's labels with the
+    benchmark's mapping applied."""
+    assert task.num_classes == num_classes
+    sources = sorted(data.images.iterdir())
+    masks = sorted((tmp_path / "predict" / "masks").iterdir())
+    assert [Image.open(m).size for m in masks] == [Image.open(s).size for s in sources]
+    if data.images.name == "JPEGImages":
+        report = tmp_path / "evaluation.json"
+        assert main(["evaluate", "segmentation", "--pred", str(tmp_path / "predict" / "masks"), "--gt",
+                     str(data.images.parent / "SegmentationClass"), "--num-classes", "21", "--ignore-index",
+                     "255", "--output", str(report)]) == 0  # fmt: skip
+        assert json.loads(report.read_text())["images"] == 4
+    (metrics_file,) = run.glob("test-*/test_metrics.json")
+    assert 0.0 <= json.loads(metrics_file.read_text())["pixel_accuracy"] <= 1.0
+    saved = yaml.safe_load(next(run.glob("test-*/config.yaml")).read_text())
+    root = data.args[data.args.index("--data.init_args.root") + 1]
+    assert saved["data"]["init_args"]["root"] == root
 
 
 @pytest.mark.slow
