@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +167,15 @@ def lighter_data_args(config: Path) -> list[str]:
     """Batches of 2 and no loader worker processes where the config's data module takes those options:
     a worker pool per stage costs more than the one batch each stage reads."""
     module, _, name = data_class_path(config).rpartition(".")
-    options = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    cls = getattr(importlib.import_module(module), name)
+    options = set(inspect.signature(cls).parameters)
+    # options typed as ``**options: Unpack[SomeTypedDict]`` (the benchmark data modules) are its keys
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    for parameter in inspect.signature(cls).parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD and parameter.name in hints:
+            (typed,) = typing.get_args(hints[parameter.name]) or (None,)
+            options |= set(getattr(typed, "__required_keys__", ()))
+            options |= set(getattr(typed, "__optional_keys__", ()))
     args = ["--data.init_args.num_workers", "0"] if "num_workers" in options else []
     return args + (["--data.init_args.batch_size", "2"] if "batch_size" in options else [])
 
