@@ -31,9 +31,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
-# Two worker processes (pytest-xdist), one torch thread each (tests/conftest.py); worksteal hands the long
-# end-to-end config walks to whichever worker is free. No terminal needed: it runs the same in the
-# background or under nohup.
+# Two worker processes (pytest-xdist), one torch thread each (tests/conftest.py); the tests marked slow
+# (end-to-end runs) start first and worksteal lets an idle worker take the short ones queued behind them.
+# No terminal needed: it runs the same in the background or under nohup.
 test: $(STAMP) lint
 	$(PY) -m pytest -q -n 2 --dist worksteal
 

@@ -32,3 +32,14 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` (end-to-end runs of tens of seconds) run first, in file order.
+
+    pytest-xdist's worksteal hands each worker a contiguous share of this order and lets an idle worker take
+    the tail of another's queue: with the long runs at the head, the short tests are what is left at the
+    end to even out the two workers, rather than a minute-long walk started last. Mark a test ``slow`` only
+    when no module-scoped fixture of its file is shared with unmarked tests (they would be split apart).
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

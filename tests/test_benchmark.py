@@ -93,6 +93,7 @@ def test_peak_allocated_bytes_rejects_other_devices():
         peak_allocated_bytes(lambda: None, "meta")
 
 
+@pytest.mark.slow
 def test_depth_table_reports_state_activation_and_rss_per_mode(tmp_path):
     out = tmp_path / "depth.json"
     main(["depth", "--depths", "16", "--growth", "4", "--batch-size", "2", "--json", str(out)])

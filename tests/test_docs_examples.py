@@ -181,6 +181,7 @@ def _sections() -> list[tuple[Path, str]]:
 SECTIONS = _sections()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("page", "section"), SECTIONS, ids=[f"{_shown(p)}::{s or 'top'}" for p, s in SECTIONS]
 )

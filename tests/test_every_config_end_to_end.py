@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,14 +103,26 @@ def coco_data(data_dir: Path, tmp_path: Path) -> TinyData:
         "--data.init_args.train_annotations", str(coco / "annotations" / "train.json"),
         "--data.init_args.val_images", str(coco / "images"),
         "--data.init_args.val_annotations", str(coco / "annotations" / "val.json"),
-    ], coco / "images")  # fmt: skip
+    ], _one_image(coco))  # fmt: skip
 
 
 def shapes_detection_data(data_dir: Path, tmp_path: Path) -> TinyData:
     coco = _shapes_coco(data_dir)
     return TinyData(["--data.init_args.root", str(coco.parent / "demo_shapes"), "--data.init_args.num_train",
                      "4", "--data.init_args.num_val", "2", "--data.init_args.dataset_image_size", "64"],
-                    coco / "images")  # fmt: skip
+                    _one_image(coco))  # fmt: skip
+
+
+def _one_image(coco: Path) -> Path:
+    """A folder of one of the set's images for ``densevision predict``: an untrained detector keeps its
+    100 highest-scoring boxes per image and a Mask R-CNN runs its mask head on each, so every further image
+    costs seconds and tests nothing new."""
+    folder = coco.parent / "predict"
+    if not folder.is_dir():
+        folder.mkdir()
+        first = sorted(p for p in (coco / "images").rglob("*") if p.is_file())[0]
+        (folder / first.name).write_bytes(first.read_bytes())
+    return folder
 
 
 def _shapes_coco(data_dir: Path) -> Path:
@@ -154,7 +167,15 @@ def lighter_data_args(config: Path) -> list[str]:
     """Batches of 2 and no loader worker processes where the config's data module takes those options:
     a worker pool per stage costs more than the one batch each stage reads."""
     module, _, name = data_class_path(config).rpartition(".")
-    options = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    cls = getattr(importlib.import_module(module), name)
+    options = set(inspect.signature(cls).parameters)
+    # options typed as ``**options: Unpack[SomeTypedDict]`` (the benchmark data modules) are its keys
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    for parameter in inspect.signature(cls).parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD and parameter.name in hints:
+            (typed,) = typing.get_args(hints[parameter.name]) or (None,)
+            options |= set(getattr(typed, "__required_keys__", ()))
+            options |= set(getattr(typed, "__optional_keys__", ()))
     args = ["--data.init_args.num_workers", "0"] if "num_workers" in options else []
     return args + (["--data.init_args.batch_size", "2"] if "batch_size" in options else [])
 
@@ -167,10 +188,18 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def smaller_windows(config: Path) -> list[str]:
+    """64 x 64 sliding windows where the config predicts through windows: at the config's own (360 x 480
+    or 1024 x 1024) DenseNet-161 traces and verifies its export on a window 40 to 250 times the tiny
+    images, most of the walk's time."""
+    windowed = yaml.safe_load(config.read_text())["model"]["init_args"].get("sliding_window")
+    return ["--model.init_args.sliding_window.window_size", "[64, 64]"] if windowed else []
+
+
 def tiny_data(config: Path, data_dir: Path, tmp_path: Path) -> TinyData:
     build = TINY_DATA[data_class_path(config).rpartition(".")[2]]
     data = build(data_dir, tmp_path)
-    return TinyData(data.args + lighter_data_args(config), data.images)
+    return TinyData(data.args + lighter_data_args(config) + smaller_windows(config), data.images)
 
 
 def walk(config_path: Path, data_args: list[str], run: Path, images: Path, tmp_path: Path) -> None:
@@ -188,8 +217,8 @@ def walk(config_path: Path, data_args: list[str], run: Path, images: Path, tmp_p
     assert main(["predict", "--checkpoint", str(ckpt), "--input", str(images), "--output", str(out)]) == 0
     assert sorted((out / "overlays").iterdir())
     export = ["export", "--checkpoint", str(ckpt), "--format", "torchscript", "--output", str(tmp_path / "x")]
-    # a run that resizes its inputs exports at that size (another --input-size is refused); a windowed run
-    # (1024 x 1024 windows) as a dynamic file verified at 64 x 64; others at 64 x 64
+    # a run that resizes its inputs exports at that size, or its window's (another --input-size is refused);
+    # a windowed run without a resize as a dynamic file verified at 64 x 64; others at 64 x 64
     if getattr(task, "input_size", None):
         size = []
     else:
@@ -210,6 +239,7 @@ def test_every_config_has_tiny_data():
     assert not missing, f"add a tiny-data builder to TINY_DATA in {Path(__file__).name} for {missing}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", SEGMENTATION)
 def test_segmentation_config_fit_predict_export_validate_test(config, data_dir, tmp_path):
     run, path = tmp_path / "run", CONFIGS / "segmentation" / config
@@ -221,8 +251,38 @@ def test_segmentation_config_fit_predict_export_validate_test(config, data_dir, 
         masks = sorted((tmp_path / "predict" / "masks").iterdir())
         assert [Image.open(m).size for m in masks] == [(96, 72)] * 3  # at each image's own size
     assert list(run.glob("test-*/test_metrics.json"))  # each command writes its own folder
+    benchmark = REPLICA_CLASSES.get(data_class_path(path).rpartition(".")[2])
+    if benchmark is not None:
+        replica_run_scores_as_its_benchmark(task, benchmark, data, run, tmp_path)
 
 
+# the benchmark data modules -> their number of classes (tests/datasets/test_benchmark_configs.py checks
+# the rest of their label space on each config without training)
+REPLICA_CLASSES = {"CityscapesDataModule": 19, "VOCSegmentationDataModule": 21, "ADE20KDataModule": 150}
+
+
+def replica_run_scores_as_its_benchmark(task, num_classes: int, data: TinyData, run: Path, tmp_path: Path):
+    """A run on a benchmark's replica predicts its frames at their own size, VOC's masks are scored as they
+    are on disk (the label PNGs hold the training ids) and ``test`` scores the replica's labels with the
+    benchmark's mapping applied."""
+    assert task.num_classes == num_classes
+    sources = sorted(data.images.iterdir())
+    masks = sorted((tmp_path / "predict" / "masks").iterdir())
+    assert [Image.open(m).size for m in masks] == [Image.open(s).size for s in sources]
+    if data.images.name == "JPEGImages":
+        report = tmp_path / "evaluation.json"
+        assert main(["evaluate", "segmentation", "--pred", str(tmp_path / "predict" / "masks"), "--gt",
+                     str(data.images.parent / "SegmentationClass"), "--num-classes", "21", "--ignore-index",
+                     "255", "--output", str(report)]) == 0  # fmt: skip
+        assert json.loads(report.read_text())["images"] == 4
+    (metrics_file,) = run.glob("test-*/test_metrics.json")
+    assert 0.0 <= json.loads(metrics_file.read_text())["pixel_accuracy"] <= 1.0
+    saved = yaml.safe_load(next(run.glob("test-*/config.yaml")).read_text())
+    root = data.args[data.args.index("--data.init_args.root") + 1]
+    assert saved["data"]["init_args"]["root"] == root
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("config", DETECTION)
 def test_detection_config_fit_predict_export_validate_test(config, data_dir, tmp_path):
     run, path = tmp_path / "run", CONFIGS / "detection" / config
@@ -245,6 +305,7 @@ def test_every_loss_override_is_known():
     assert LOSS_OVERRIDES == sorted(LOSS_TERMS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", LOSS_OVERRIDES)
 def test_loss_override_layers_on_a_config_and_its_run_loads(override, data_dir, tmp_path):
     """A second ``--config`` swaps only the loss: the model, data and class weights of the first stay, and

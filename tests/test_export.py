@@ -92,6 +92,7 @@ def test_segmentation_export_parity(tmp_path):
     assert all(r.ok for r in results) and all(r.max_abs_ref > 0 for r in results)
 
 
+@pytest.mark.slow
 def test_detector_onnx_export_parity(tmp_path):
     builders = pytest.importorskip("densevision.models.detection.densenet_fpn")
     body = DenseNet(

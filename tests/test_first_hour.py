@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.cli_subprocess import TINY, densevision, make_own_dataset
@@ -29,6 +30,7 @@ def _quiet(result, command: str) -> None:
     assert unexpected == [], f"{command} printed on stderr: {unexpected}"
 
 
+@pytest.mark.slow
 def test_own_data_to_predictions_evaluation_export_and_resume(tmp_path: Path) -> None:
     make_own_dataset(tmp_path / "data" / "my_data")
     own = ["--data.init_args.root", "data/my_data", "--data.init_args.num_classes", "3", *TINY]

@@ -36,8 +36,10 @@ def test_wheel_runs_the_demo_from_an_empty_folder(tmp_path: Path) -> None:
                              capture_output=True, text=True).stdout
     assert str(site) in version and "densevision 0.1.0" in version
     demo = subprocess.run(
-        [sys.executable, "-c", code, "demo", "--max-epochs", "1", "--data.init_args.num_train", "16",
-         "--data.init_args.num_val", "8"],
+        # a few small images: the demo generates its data set (by default 64 test images at 96 px)
+        [sys.executable, "-c", code, "demo", "--max-epochs", "1", "--data.init_args.num_train", "4",
+         "--data.init_args.num_val", "2", "--data.init_args.num_test", "2",
+         "--data.init_args.image_size", "32"],
         cwd=work, env=env, capture_output=True, text=True, timeout=600,
     )
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]

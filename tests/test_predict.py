@@ -170,6 +170,7 @@ def _matched(records: list[dict], reference: list[dict], tol: float) -> float:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
+@pytest.mark.slow
 def test_predict_detection_writes_coco_json(tmp_path, images, capsys):
     name = "maskrcnn_densenet_tiny_fpn"
     args = {"num_classes": 3, "min_size": 64, "max_size": 64}

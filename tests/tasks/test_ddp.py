@@ -20,6 +20,8 @@ import torch
 
 from tests.tasks.fit_subprocess import fit, last_metrics, tiny_detection, tiny_segmentation
 
+pytestmark = pytest.mark.slow  # subprocesses that train
+
 DDP = [
     "--trainer.strategy=ddp",
     "--trainer.devices=2",

@@ -25,6 +25,8 @@ import torch
 
 from tests.tasks.fit_subprocess import fit, last_metrics, tiny_segmentation
 
+pytestmark = pytest.mark.slow  # subprocesses that train
+
 EPOCHS = 2  # x 2 steps
 
 
