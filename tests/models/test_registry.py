@@ -39,3 +39,19 @@ def test_a_name_registered_twice_is_refused():
         @preset(DenseNet, growth_rate=32)
         def densenet121() -> DenseNet:
             """A second densenet121."""
+
+
+@pytest.mark.parametrize("name", ["maskrcnn_densenet_tiny_fpn", "fasterrcnn_densenet_tiny_fpn"])
+def test_detections_per_img_caps_what_a_detector_keeps(name: str) -> None:
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    found = {}
+    for cap in (100, 2):
+        torch.manual_seed(0)  # the same weights for both caps
+        detector = densevision.create_model(name, num_classes=3, min_size=64, max_size=64,
+                                            detections_per_img=cap).eval()
+        with torch.no_grad():
+            (found[cap],) = detector([image])
+    assert len(found[100]["boxes"]) > 2  # an untrained detector keeps many low-scoring boxes
+    assert len(found[2]["boxes"]) == 2 and torch.equal(found[2]["boxes"], found[100]["boxes"][:2])
+    with pytest.raises(ValueError, match="detections_per_img must be >= 1, got 0"):
+        densevision.create_model(name, num_classes=3, detections_per_img=0)

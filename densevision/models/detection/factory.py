@@ -167,7 +167,8 @@ def _rcnn_heads(kind: DetectorKind, backbone: DenseNetFPNBackbone, num_classes: 
 
 
 def _check_detector_args(
-    kind: DetectorKind, num_classes: int, min_size: int, max_size: int, fpn_channels: int
+    kind: DetectorKind, num_classes: int, min_size: int, max_size: int, fpn_channels: int,
+    detections_per_img: int = 100,
 ) -> None:
     _kind(kind)
     if num_classes < 2:
@@ -179,6 +180,8 @@ def _check_detector_args(
         raise ValueError(f"need 1 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
     if fpn_channels < 1:
         raise ValueError(f"fpn_channels must be >= 1, got {fpn_channels}")
+    if detections_per_img < 1:
+        raise ValueError(f"detections_per_img must be >= 1, got {detections_per_img}")
     if kind == "fcos" and fpn_channels % 32:
         raise ValueError(
             f"FCOS's head normalises with GroupNorm(32, fpn_channels): fpn_channels must be a multiple "
@@ -200,6 +203,7 @@ def fpn_detector(
     aspect_ratios: AspectRatios | None = None,
     fpn_channels: int = 256,
     returned_stages: Sequence[str] | None = None,
+    detections_per_img: int = 100,
 ) -> nn.Module:  # a Union would not be accepted as a YAML class_path target
     """A torchvision detector on any features-only densevision backbone.
 
@@ -220,13 +224,15 @@ def fpn_detector(
         aspect_ratios: one tuple of height/width ratios per pyramid map.
         fpn_channels: FPN width (256 in the papers); R-CNN head widths follow it.
         returned_stages: backbone features fed to the FPN (default c2..c5 for R-CNN, c3..c5 otherwise).
+        detections_per_img: the most detections kept per image in eval mode (torchvision's
+            ``box_detections_per_img`` / ``detections_per_img``; 100 as COCO scores them).
 
     Returns:
         The torchvision detector: ``model(images, targets)`` gives the loss dict in train mode, and
         ``model(images)`` a list of ``{"boxes": (K, 4), "labels": (K,), "scores": (K,)[, "masks":
         (K, 1, H, W)]}`` in eval mode, for a list of (3, H, W) float images in [0, 1].
     """
-    _check_detector_args(kind, num_classes, min_size, max_size, fpn_channels)
+    _check_detector_args(kind, num_classes, min_size, max_size, fpn_channels, detections_per_img)
     defaults = DETECTOR_KINDS[kind]
     # As torchvision: with pretrained weights, freeze BatchNorm and the first two stages by default.
     pretrained = weights_backbone is not None
@@ -242,10 +248,13 @@ def fpn_detector(
     anchors = build_anchor_generator(kind, with_fpn.feature_info, anchor_sizes, aspect_ratios)
     common = {"min_size": min_size, "max_size": max_size}
     if kind in ("retinanet", "fcos"):
-        return defaults.detector(with_fpn, num_classes, anchor_generator=anchors, **common)
+        return defaults.detector(
+            with_fpn, num_classes, anchor_generator=anchors, detections_per_img=detections_per_img, **common
+        )
     # num_classes goes to the predictors built here; torchvision requires None when predictors are given.
     return defaults.detector(
-        with_fpn, None, rpn_anchor_generator=anchors, **_rcnn_heads(kind, with_fpn, num_classes), **common
+        with_fpn, None, rpn_anchor_generator=anchors, **_rcnn_heads(kind, with_fpn, num_classes),
+        box_detections_per_img=detections_per_img, **common,
     )
 
 
@@ -266,6 +275,7 @@ class DetectorArgs(TypedDict, total=False):
     anchor_sizes: AnchorSizes | None
     aspect_ratios: AspectRatios | None
     fpn_channels: int
+    detections_per_img: int
     memory_efficient: bool
 
 
