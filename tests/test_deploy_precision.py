@@ -111,3 +111,21 @@ def test_a_refused_dynamic_export_names_the_size_that_makes_it_work(tmp_path):
     with torch.no_grad():
         expected = model(x).numpy()
     np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=1e-4, rtol=1e-3)
+
+
+def test_int8_quantisation_prints_no_nncf_info_lines(export, tmp_path, caplog):
+    import logging
+
+    import numpy as np
+
+    from densevision.inference.quantize import quantize_openvino_int8
+
+    level = logging.getLogger("nncf").level
+    caplog.set_level(logging.INFO)
+    calibration = [np.random.default_rng(0).standard_normal((1, 3, 48, 48), dtype=np.float32)]
+    quantize_openvino_int8(export / "model.xml", calibration, tmp_path / "q.xml", subset_size=1)
+    assert (tmp_path / "q.xml").is_file()
+    chatter = [r.getMessage() for r in caplog.records
+               if r.name.startswith("nncf") and r.levelno < logging.WARNING]
+    assert chatter == []
+    assert logging.getLogger("nncf").level == level  # NNCF's own setting is given back

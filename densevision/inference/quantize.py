@@ -20,6 +20,7 @@ model runs at a bf16 (or f16) inference precision; ``quantize_openvino_int8`` le
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -119,14 +120,22 @@ def quantize_openvino_int8(
         )
     model = ov.Core().read_model(str(model_xml))
     keep = sorted(input_layers(model) if keep_float is None else keep_float)
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(items),
-        # symmetric int8 everywhere: the CPU plugin's fastest kernels; ReLU networks lose nothing by it
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=len(items),
-        ignored_scope=nncf.IgnoredScope(names=keep) if keep else None,
-    )
+    # NNCF's INFO lines (the ignored layers found, the quantizers not added) restate what densevision.json
+    # records; its warnings still show.
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(max(level, logging.WARNING))
+    try:
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(items),
+            # symmetric int8 everywhere: the CPU plugin's fastest kernels; ReLU networks lose nothing by it
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            subset_size=len(items),
+            ignored_scope=nncf.IgnoredScope(names=keep) if keep else None,
+        )
+    finally:
+        nncf_log.setLevel(level)
     keep_in_full_precision(quantized, keep)
     output_xml.parent.mkdir(parents=True, exist_ok=True)
     # int8 weights are stored as int8 already; keep the float parts (biases, scales) in full precision
