@@ -299,6 +299,15 @@ def predict(
             mask_logits = preprocessing.postprocess(logits, size)[0].cpu()
             writes.append(pool.submit(_write_segmentation, mask_logits, *arguments))
 
+        def compare_with_eager(out, seconds: float, run, file: Path, compared=lambda t: t) -> None:
+            # once, on the first image: the optimised path's output against eager float32's on it
+            ref, ref_seconds = timed(run, reference)
+            log(
+                f"optimized ({runner.describe()}) vs eager fp32 on {file.name}: "
+                f"{agreement(kind, compared(out), compared(ref), score_threshold)}; "
+                f"{seconds * 1e3:.0f} ms vs {ref_seconds * 1e3:.0f} ms (first call, warm-up included)"
+            )
+
         items = list(zip(files, names, strict=True))
         stream = _prefetched(read, items, pool, depth=max(1, workers) + parallel_calls)
         for file, name, image, small, x, error in tqdm(
@@ -322,14 +331,8 @@ def predict(
                     out, seconds = timed(run, runner)
                     if not first_compared:
                         first_compared = True
-                        out = preprocessing.postprocess(out, small.shape[:2])
-                        ref, ref_seconds = timed(run, reference)
-                        ref = preprocessing.postprocess(ref, small.shape[:2])
-                        log(
-                            f"optimized ({runner.describe()}) vs eager fp32 on {file.name}: "
-                            f"{agreement(kind, out[0], ref[0], score_threshold)}; {seconds * 1e3:.0f} ms vs "
-                            f"{ref_seconds * 1e3:.0f} ms (first call, warm-up included)"
-                        )
+                        resized = functools.partial(preprocessing.postprocess, size=small.shape[:2])
+                        compare_with_eager(out, seconds, run, file, lambda t, resized=resized: resized(t)[0])
                 in_flight.append((out, small.shape[:2], (image, output, name, palette, class_names)))
                 while in_flight and (len(in_flight) >= parallel_calls or in_flight[0][0].done()):
                     finish(*in_flight.popleft())
@@ -338,12 +341,7 @@ def predict(
                 out, seconds = timed(run, runner)
                 if not first_compared:
                     first_compared = True
-                    ref, ref_seconds = timed(run, reference)
-                    log(
-                        f"optimized ({runner.describe()}) vs eager fp32 on {file.name}: "
-                        f"{agreement(kind, out, ref, score_threshold)}; "
-                        f"{seconds * 1e3:.0f} ms vs {ref_seconds * 1e3:.0f} ms (first call, warm-up included)"
-                    )
+                    compare_with_eager(out, seconds, run, file)
                 if small.shape[:2] != size:
                     out = _rescaled(out, (size[0] / small.shape[0], size[1] / small.shape[1]), size)
                 results += coco_results(out, image_id, size, category_ids)
