@@ -13,7 +13,7 @@ import torch
 from densevision.inference import backends, optimize
 from densevision.inference.backends import MissingBackendError, load_backend, torch_backend
 from densevision.inference.model_folder import ModelFolderError, write_metadata
-from densevision.inference.quantize import quantize_openvino_int8
+from densevision.inference.quantize import input_layers, output_layers, quantize_openvino_int8
 from densevision.models.segmentation.tiramisu import FCDenseNet
 
 ov = pytest.importorskip("openvino", reason="the deploy extra (openvino) is not installed")
@@ -96,11 +96,21 @@ def test_torch_backend_runs_a_plain_module(exported):
 def test_int8_keeps_the_decisions_and_loads_through_load_backend(exported):
     model, folder = exported
     calibration = (_images(seed) for seed in range(100, 108))
-    out_xml = quantize_openvino_int8(
-        folder / "model.xml", calibration, folder / "model_int8.xml", subset_size=8
-    )
-    assert out_xml == folder / "model_int8.xml" and out_xml.with_suffix(".bin").is_file()
-    assert "FakeQuantize" in {op.get_type_name() for op in ov.Core().read_model(out_xml).get_ops()}
+    out_xml = folder / "model_int8.xml"
+    kept = quantize_openvino_int8(folder / "model.xml", calibration, out_xml, subset_size=8)
+    assert out_xml.is_file() and out_xml.with_suffix(".bin").is_file()
+    head = output_layers(ov.Core().read_model(folder / "model.xml"))
+    assert head == ["logits"] and "logits" in kept  # the classifier convolution, named by its output
+    quantized = ov.Core().read_model(out_xml)
+    ops = {op.get_friendly_name(): op for op in quantized.get_ops()}
+    activation_quantizers = [op for op in ops.values() if op.get_type_name() == "FakeQuantize"
+                             and op.input_value(0).get_node().get_type_name() != "Constant"]  # fmt: skip
+    # int8 only where a compute layer reads it: never ahead of a concatenation or a BatchNorm's scale
+    assert {consumer.get_node().get_type_name() for op in activation_quantizers
+            for consumer in op.output(0).get_target_inputs()} == {"Convolution", "ConvolutionBackpropData"}
+    # the head and the stem read float
+    for name in [*head, *input_layers(quantized)]:
+        assert all(v.get_node().get_type_name() != "FakeQuantize" for v in ops[name].input_values()), name
     x = _images(5)
     out = load_backend(folder, "openvino", precision="int8")(x)
     agree = (out.argmax(1) == _torch_logits(model, x).argmax(1)).mean()

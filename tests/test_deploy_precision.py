@@ -17,6 +17,7 @@ from tests.test_cli import QUIET, TINY_MODEL, TINY_SHAPES
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "segmentation"
 STEM = "/model/encoder/conv0/Conv"  # FC-DenseNet's first convolution, as torch.onnx.export names it
+CLASSIFIER = "/model/classifier/Conv"  # its last (the bias Add; the convolution is .../WithoutBiases)
 
 ov = pytest.importorskip("openvino")
 
@@ -58,13 +59,15 @@ def _runtime_precisions(xml: Path, hint: str) -> dict[str, str]:
 def test_the_stem_is_kept_in_f32_and_recorded(export):
     metadata = read_metadata(export)
     assert metadata["bf16"]["kept_in_f32"] == [STEM]
-    assert metadata["int8"]["kept_in_float"] == [STEM]
+    # int8 also leaves the head in float: the classifier and the resize of its logits
+    assert metadata["int8"]["kept_in_float"] == [STEM, f"{CLASSIFIER}/WithoutBiases", CLASSIFIER, "logits"]
     precisions = _runtime_precisions(export / "model.xml", "bf16")
     assert precisions[STEM] == "f32"
     if cpu_has_fast_bf16():  # elsewhere OpenVINO runs every layer in f32 anyway
         assert {p for name, p in precisions.items() if name != STEM} == {"bf16"}
     precisions = _runtime_precisions(export / "model_int8.xml", "bf16")
     assert precisions[STEM] == "f32" and {"u8", "i8"} & set(precisions.values())
+    assert precisions[f"{CLASSIFIER}/WithoutBiases"] == "f32"
 
 
 def _masks(folder: Path) -> dict[str, np.ndarray]:

@@ -515,8 +515,8 @@ def _to_openvino(
         ) from err
     from densevision.inference.backends import openvino_backend
 
-    quantize_openvino_int8(xml, calibration, folder / "model_int8.xml", subset_size=len(calibration),
-                           keep_float=kept)  # fmt: skip
+    kept_in_float = quantize_openvino_int8(xml, calibration, folder / "model_int8.xml",
+                                           subset_size=len(calibration), keep_float=kept)  # fmt: skip
     run = openvino_backend(folder / "model_int8.xml", precision="int8")  # as prediction runs it
     with torch.no_grad():
         same = [float((torch.from_numpy(run(x)).argmax(1) == wrapper(torch.from_numpy(x))[0].argmax(1))
@@ -528,7 +528,7 @@ def _to_openvino(
         log(f"warning: int8 keeps only {agreement_int8:.2%} agreement (< {INT8_MIN_AGREEMENT:.1%})")
     # float32 verification of the file before quantisation stands; int8 is judged by its class agreement
     extra["int8"] = {"file": "model_int8.xml", "calibration_images": len(calibration),
-                     "class_agreement": agreement_int8, "kept_in_float": kept}
+                     "class_agreement": agreement_int8, "kept_in_float": kept_in_float}
     return results, extra
 
 

@@ -15,6 +15,13 @@ OpenVINO's ``precise`` runtime attribute, which ``save_model`` writes into the I
 ``DisablePrecisionConversion``) and which the CPU plugin honours by running the layer in f32 when the
 model runs at a bf16 (or f16) inference precision; ``quantize_openvino_int8`` leaves them out of int8
 (NNCF's ``ignored_scope``) and marks them the same way.
+
+int8 quantises the inputs of the compute layers (convolutions, matmuls) and nothing else: the layer
+that writes the logits (``output_layers``: a class decision is a small difference between two logits),
+and the per-channel scales a folded BatchNorm leaves (``Multiply``) stay float. By default NNCF also
+quantises a Multiply's input, which in a dense block means the raw layer outputs before they are
+concatenated, all with one scale, ahead of a per-channel scale that magnifies the rounding
+(docs/guides/deployment.md has the measurements).
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from densevision.inference.backends import require
 # reads: ``save_model`` serialises it as the IR's DisablePrecisionConversion attribute
 PRECISE_RT_INFO = "precise_0"
 _COMPUTE_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
+# node types whose inputs int8 leaves alone: the per-channel scale of a folded BatchNorm
+FLOAT_TYPES = ("Multiply",)
 
 
 def input_layers(model) -> list[str]:
@@ -55,6 +64,29 @@ def input_layers(model) -> list[str]:
             found.append(name)
         elif node.get_type_name() != "Result":  # through shape-keeping ops (e.g. a Convert, a Multiply)
             todo += [c.get_node() for output in node.outputs() for c in output.get_target_inputs()]
+    return sorted(found)
+
+
+def output_layers(model) -> list[str]:
+    """Friendly names of the last compute layers (convolution, matmul) on every path to the model's
+    outputs, and of the float operations after them (a bias, a resize of the logits): the head that writes
+    the logits.
+
+    Args:
+        model: an ``openvino.Model``.
+    """
+    found: list[str] = []
+    seen: set[str] = set()
+    todo = [result.input_value(0).get_node() for result in model.get_results()]
+    while todo:
+        node = todo.pop()
+        name = node.get_friendly_name()
+        if name in seen or node.get_type_name() in ("Parameter", "Constant"):
+            continue
+        seen.add(name)
+        found.append(name)
+        if node.get_type_name() not in _COMPUTE_TYPES:  # back through its float inputs, not shape inputs
+            todo += [value.get_node() for value in node.input_values() if value.get_element_type().is_real()]
     return sorted(found)
 
 
@@ -84,7 +116,7 @@ def keep_in_full_precision(model, names: Iterable[str]) -> list[str]:
 def quantize_openvino_int8(
     model_xml: Path, calibration: Iterable[np.ndarray], output_xml: Path, *, subset_size: int,
     keep_float: Iterable[str] | None = None,
-) -> Path:
+) -> list[str]:
     """Quantise the OpenVINO model ``model_xml`` (IR or ONNX) to int8 and save it as ``output_xml``.
 
     Args:
@@ -96,10 +128,11 @@ def quantize_openvino_int8(
         subset_size: how many calibration items NNCF uses (at most that many are read from
             ``calibration``).
         keep_float: names of nodes left out of int8 and run in f32 (``keep_in_full_precision``); None:
-            the layers that read the image (``input_layers``).
+            the layers that read the image (``input_layers``). The head (``output_layers``) and the
+            ``FLOAT_TYPES`` stay float in either case.
 
     Returns:
-        ``output_xml``.
+        The names of the nodes left in float (``keep_float`` and the head), in graph order.
 
     Raises:
         ValueError: ``subset_size`` is not positive or ``calibration`` is empty.
@@ -120,6 +153,7 @@ def quantize_openvino_int8(
         )
     model = ov.Core().read_model(str(model_xml))
     keep = sorted(input_layers(model) if keep_float is None else keep_float)
+    head = [name for name in output_layers(model) if name not in keep]
     # NNCF's INFO lines (the ignored layers found, the quantizers not added) restate what densevision.json
     # records; its warnings still show.
     nncf_log = logging.getLogger("nncf")
@@ -132,12 +166,17 @@ def quantize_openvino_int8(
             # symmetric int8 everywhere: the CPU plugin's fastest kernels; ReLU networks lose nothing by it
             preset=nncf.QuantizationPreset.PERFORMANCE,
             subset_size=len(items),
-            ignored_scope=nncf.IgnoredScope(names=keep) if keep else None,
+            ignored_scope=nncf.IgnoredScope(names=keep + head, types=list(FLOAT_TYPES), validate=False),
+            # NNCF halves the weight range of the first quantised layers against the int16 overflow of
+            # CPUs without VNNI, meant for a layer that reads the full-range image; that layer stays float
+            # here, and the halved range cost agreement without changing it under oneDNN's AVX2 kernels
+            advanced_parameters=nncf.AdvancedQuantizationParameters(
+                overflow_fix=nncf.OverflowFix.DISABLE),
         )
     finally:
         nncf_log.setLevel(level)
-    keep_in_full_precision(quantized, keep)
+    kept = keep_in_full_precision(quantized, keep + head)  # f32, not bf16, where int8 runs with bf16
     output_xml.parent.mkdir(parents=True, exist_ok=True)
     # int8 weights are stored as int8 already; keep the float parts (biases, scales) in full precision
     ov.save_model(quantized, str(output_xml), compress_to_fp16=False)
-    return output_xml
+    return kept
