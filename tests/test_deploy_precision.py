@@ -70,6 +70,30 @@ def test_the_stem_is_kept_in_f32_and_recorded(export):
     assert precisions[f"{CLASSIFIER}/WithoutBiases"] == "f32"
 
 
+def test_int8_is_scored_on_the_runs_validation_split(run, export):
+    validation = read_metadata(export)["int8"]["validation"]
+    val = run.parents[2] / "shapes" / "val"
+    assert validation["split"] == str(val) and validation["images"] == min(100, len(list(val.glob("*.png"))))
+    assert 0 < validation["miou_float32"] <= 1 and 0 < validation["miou_int8"] <= 1
+    assert abs(validation["miou_int8"] - validation["miou_float32"]) <= 0.01
+    assert validation["pixel_agreement"] >= 0.995
+
+
+def test_int8_export_without_the_runs_config_says_why_it_is_not_scored(run, tmp_path, capsys):
+    import shutil
+
+    lone = tmp_path / "lone" / "checkpoints" / "last.ckpt"  # a checkpoint copied without its run folder
+    lone.parent.mkdir(parents=True)
+    shutil.copy(run, lone)
+    train = run.parents[2] / "shapes" / "train"
+    argv = ["export", "--checkpoint", str(lone), "--format", "openvino", "--int8", "--calibration-images"]
+    assert main([*argv, str(train), "--output", str(tmp_path / "ov"), "--input-size", "48", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "int8 validation score not measured: cannot build the run's validation split" in out
+    assert "config.yaml" in out and "densevision evaluate" in out
+    assert "validation" not in read_metadata(tmp_path / "ov")["int8"]
+
+
 def _masks(folder: Path) -> dict[str, np.ndarray]:
     return {f.name: np.array(Image.open(f)) for f in sorted((folder / "masks").glob("*.png"))}
 

@@ -15,8 +15,10 @@ from densevision.inference.evaluate import (
     EvaluationError,
     evaluate_detection_file,
     evaluate_segmentation_folders,
+    score_segmentation,
     segmentation_table,
 )
+from densevision.inference.preprocessing import Preprocessing
 
 
 def write_masks(folder: Path, masks: dict[str, np.ndarray]) -> Path:
@@ -24,6 +26,31 @@ def write_masks(folder: Path, masks: dict[str, np.ndarray]) -> Path:
     for name, mask in masks.items():
         Image.fromarray(mask.astype(np.uint8)).save(folder / name)
     return folder
+
+
+def test_networks_scored_in_memory_as_prediction_runs_them():
+    import torch
+
+    # the same 2x3 label and wrong prediction as the hand-computed test below
+    label = np.array([[0, 0, 1], [1, 9, 9]])
+    image = np.zeros((2, 3, 3), np.uint8)
+    wanted = torch.tensor([[0, 0, 0], [1, 1, 0]])
+
+    def right(x):  # the wanted classes as logits, at the preprocessed size (2, 3)
+        return torch.nn.functional.one_hot(wanted, 2).permute(2, 0, 1)[None].float().expand(len(x), -1, -1, -1)
+
+    def all_zero(x):
+        return torch.stack([torch.ones_like(x[:, 0]), torch.zeros_like(x[:, 0])], 1)
+
+    scores = score_segmentation({"a": right, "b": all_zero}, [(image, label), (image, label)], Preprocessing(),
+                                num_classes=2, ignore_index=9)  # fmt: skip
+    assert scores["a"] == pytest.approx({"mIoU": (2 / 3 + 1 / 2) / 2, "pixel_accuracy": 3 / 4,
+                                         "pixel_agreement": 1.0, "images": 2})  # fmt: skip
+    # all 0: class 0 IoU 2/4, class 1 IoU 0; agrees with "a" on the 4 pixels where a says 0 of 6
+    assert scores["b"] == pytest.approx({"mIoU": 1 / 4, "pixel_accuracy": 2 / 4, "pixel_agreement": 4 / 6,
+                                         "images": 2})  # fmt: skip
+    with pytest.raises(EvaluationError, match="no .image, label. pairs"):
+        score_segmentation({"a": right}, [], Preprocessing(), num_classes=2)
 
 
 def test_segmentation_scores_match_hand_computed_values(tmp_path):

@@ -9,7 +9,9 @@ with the same preprocessing as the checkpoint. The input size is the run's (its 
 ``input_size``); the batch axis is free, ``--dynamic`` frees height and width too (refused, with the sizes
 that work, where the network cannot take any size). The folder appears only once verified.
 ``--format openvino --int8 --calibration-images N|FOLDER`` quantises with NNCF on N images of the run's
-training split (or a folder), preprocessed as prediction does.
+training split (or a folder), preprocessed as prediction does, then scores float32 and int8 on up to
+``--validation-images`` images of a segmentation run's validation split (mIoU before and after, and how
+many pixels keep float32's class), printed and recorded in ``densevision.json`` (``int8.validation``).
 
 ``densevision export --model NAME [--checkpoint WEIGHTS]`` exports a network built by name as
 ``<NAME>.onnx`` / ``<NAME>.pt`` files (``densevision.inference.export``), without run metadata.
@@ -33,6 +35,7 @@ from densevision.inference.export import (
     export_size,
     run_metadata,
 )
+from densevision.inference.model_folder import read_metadata, write_metadata
 from densevision.inference.preprocessing import Preprocessing
 from densevision.models import create_model
 from densevision.tasks.checkpoints import load_model_checkpoint, load_task, read_checkpoint
@@ -63,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration-images", default="64", metavar="N|FOLDER",
         help="--int8: N images of the run's training split (default 64), or a folder of images",
     )  # fmt: skip
+    parser.add_argument(
+        "--validation-images", type=int, default=100, metavar="N",
+        help="--int8: score float32 and int8 on N images of the run's validation split (0: skip)",
+    )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
     return parser
 
@@ -85,6 +92,11 @@ def load_export_model(args: argparse.Namespace) -> tuple[nn.Module, str]:
     return model, args.model
 
 
+def spread(items: list, count: int) -> list:
+    """``count`` items (at most all) evenly spread over ``items``, first and last included."""
+    return [items[i] for i in np.linspace(0, len(items) - 1, min(count, len(items))).round().astype(int)]
+
+
 def calibration_images(spec: str, checkpoint: Path, preprocessing: Preprocessing) -> list[np.ndarray]:
     """``--calibration-images``: a folder, or N images of the run's training split (from the
     ``config.yaml`` the fit saved beside ``checkpoints/``), each preprocessed as prediction does."""
@@ -99,11 +111,66 @@ def calibration_images(spec: str, checkpoint: Path, preprocessing: Preprocessing
                 f"--calibration-images {spec}: cannot find the run's training images ({config_file}: "
                 f"{type(err).__name__} {err}); give a folder of images instead: --calibration-images DIR"
             ) from err
-        files = find_images(folder)
-        files = [files[i] for i in np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)]
+        files = spread(find_images(folder), count)
     else:
         files = find_images(Path(spec))
     return [preprocessing.image(read_rgb_image(f)) for f in files]
+
+
+def _run_data(checkpoint: Path):
+    """The data module of the fit that wrote ``checkpoint`` (its ``config.yaml``), built as fit built it."""
+    config_file = checkpoint.resolve().parent.parent / "config.yaml"
+    data = (yaml.safe_load(config_file.read_text()) or {})["data"]
+    if not str(data["class_path"]).startswith("densevision."):
+        raise ValueError(f"data.class_path {data['class_path']!r} is not a densevision data module")
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import LightningDataModule
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data")
+    return parser.instantiate_classes(parser.parse_object({"data": data})).data
+
+
+def score_int8(folder: Path, checkpoint: Path, count: int) -> None:
+    """Float32 and int8 of the export ``folder`` on up to ``count`` images of the run's validation split,
+    as prediction runs them: prints the mIoU before and after and records them in ``densevision.json``."""
+    from densevision.datasets.segmentation import read_image, read_mask
+    from densevision.inference.backends import openvino_backend
+    from densevision.inference.evaluate import score_segmentation
+    from densevision.inference.preprocessing import numpy_forward
+
+    metadata = read_metadata(folder)
+    if metadata["task"] != "segmentation":
+        print(f"int8 validation score: measured for segmentation runs, this is a {metadata['task']} run")
+        return
+    try:
+        data = _run_data(checkpoint)
+        dataset = data.dataset("val")
+    except Exception as err:  # a moved dataset or an edited config: the export stands, say why
+        print(f"int8 validation score not measured: cannot build the run's validation split "
+              f"({type(err).__name__}: {err}); score the int8 folder with densevision predict --int8 and "
+              "densevision evaluate")  # fmt: skip
+        return
+    samples = spread(dataset.samples, count)
+
+    def pairs():
+        for sample in samples:
+            label = read_mask(sample.mask)
+            yield read_image(sample.image), dataset.label_map(label) if dataset.label_map else label
+
+    forwards = {precision: numpy_forward(openvino_backend(folder / file, precision=precision))
+                for precision, file in (("fp32", "model.xml"), ("int8", "model_int8.xml"))}  # fmt: skip
+    scores = score_segmentation(forwards, pairs(), Preprocessing.from_dict(metadata["preprocessing"]),
+                                num_classes=data.num_classes, ignore_index=data.ignore_index)  # fmt: skip
+    before, after = scores["fp32"]["mIoU"], scores["int8"]["mIoU"]
+    print(f"validation mIoU on {len(samples)} images of {dataset.root / dataset.split}: float32 "
+          f"{before:.4f} -> int8 {after:.4f} ({100 * (after - before):+.2f} points); int8 masks equal to "
+          f"float32's on {scores['int8']['pixel_agreement']:.2%} of pixels")  # fmt: skip
+    metadata["int8"]["validation"] = {
+        "images": len(samples), "split": str(dataset.root / dataset.split), "miou_float32": before,
+        "miou_int8": after, "pixel_agreement": scores["int8"]["pixel_agreement"],
+    }  # fmt: skip
+    write_metadata(folder, metadata)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,4 +212,6 @@ def export_run(args: argparse.Namespace) -> int:
         opset=args.opset, calibration=calibration, overwrite=args.overwrite,
     )  # fmt: skip
     print(f"{len(results)}/{len(results)} verifications within tolerance")
+    if args.int8 and args.validation_images > 0:
+        score_int8(args.output, args.checkpoint, args.validation_images)
     return 0

@@ -4,6 +4,8 @@
   e.g. CamVid's ``testannot/``), matched by file name, at the labels' own resolution; the ignore index
   (void) is left out. mIoU, per-class IoU and global pixel accuracy from one confusion matrix
   (``densevision.metrics``), as ``densevision test`` reports them.
+- Segmentation in memory (``score_segmentation``): networks run as prediction runs them on (image, label)
+  pairs, e.g. float32 and int8 of one export on a run's validation split.
 - Detection: COCO results (``predictions.json`` of ``densevision predict``) against a COCO instances json,
   with pycocotools; images matched by file name when the predictions come with their ``images.json``.
 """
@@ -11,9 +13,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from densevision.datasets.coco_detection import coco_from_dict, load_coco_json
@@ -32,6 +35,7 @@ __all__ = [
     "LabelValueError",
     "evaluate_detection_file",
     "evaluate_segmentation_folders",
+    "score_segmentation",
     "segmentation_table",
 ]
 
@@ -123,6 +127,49 @@ def evaluate_segmentation_folders(
         "ignore_index": ignore_index,
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def score_segmentation(
+    forwards: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    preprocessing,
+    *,
+    num_classes: int,
+    ignore_index: int | None = None,
+) -> dict[str, dict]:
+    """Score networks as ``densevision predict`` runs them (``preprocessing``, logits resized to the
+    label's size, argmax) on (image, label) pairs, every network on the same image before the next.
+
+    Args:
+        forwards: name -> ``(N, 3, h, w) -> (N, C, h, w)`` logits function (``numpy_forward(run)`` for a
+            backend); the first is the reference of ``pixel_agreement``.
+        pairs: ((H, W, 3) uint8 RGB image, (H, W) int label) pairs.
+        preprocessing: a ``densevision.inference.preprocessing.Preprocessing``.
+
+    Returns:
+        name -> ``{"mIoU", "pixel_accuracy", "pixel_agreement", "images"}``; ``pixel_agreement`` is the
+        share of all pixels whose class equals the first network's.
+    """
+    names = list(forwards)
+    confusion = {name: confusion_matrix(num_classes, ignore_index) for name in names}
+    same = dict.fromkeys(names, 0)
+    pixels = images = 0
+    for image, label in pairs:
+        target = torch.as_tensor(label)
+        masks = {name: preprocessing.predict(forward, image).argmax(0) for name, forward in forwards.items()}
+        for name, mask in masks.items():
+            confusion[name].update(mask, target)
+            same[name] += int((mask == masks[names[0]]).sum())
+        pixels += target.numel()
+        images += 1
+    if not images:
+        raise EvaluationError("no (image, label) pairs to score")
+    scores = {}
+    for name in names:
+        metrics = iou_from_confusion(confusion[name].compute())
+        scores[name] = {"mIoU": float(metrics["mIoU"]), "pixel_accuracy": float(metrics["pixel_accuracy"]),
+                        "pixel_agreement": same[name] / pixels, "images": images}  # fmt: skip
+    return scores
 
 
 def evaluate_detection_file(
