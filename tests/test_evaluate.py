@@ -37,13 +37,15 @@ def test_networks_scored_in_memory_as_prediction_runs_them():
     wanted = torch.tensor([[0, 0, 0], [1, 1, 0]])
 
     def right(x):  # the wanted classes as logits, at the preprocessed size (2, 3)
-        return torch.nn.functional.one_hot(wanted, 2).permute(2, 0, 1)[None].float().expand(len(x), -1, -1, -1)
+        logits = torch.nn.functional.one_hot(wanted, 2).permute(2, 0, 1)[None].float()
+        return logits.expand(len(x), -1, -1, -1)
 
     def all_zero(x):
         return torch.stack([torch.ones_like(x[:, 0]), torch.zeros_like(x[:, 0])], 1)
 
-    scores = score_segmentation({"a": right, "b": all_zero}, [(image, label), (image, label)], Preprocessing(),
-                                num_classes=2, ignore_index=9)  # fmt: skip
+    pairs = [(image, label), (image, label)]
+    networks = {"a": right, "b": all_zero}
+    scores = score_segmentation(networks, pairs, Preprocessing(), num_classes=2, ignore_index=9)
     assert scores["a"] == pytest.approx({"mIoU": (2 / 3 + 1 / 2) / 2, "pixel_accuracy": 3 / 4,
                                          "pixel_agreement": 1.0, "images": 2})  # fmt: skip
     # all 0: class 0 IoU 2/4, class 1 IoU 0; agrees with "a" on the 4 pixels where a says 0 of 6
