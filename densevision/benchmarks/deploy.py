@@ -317,9 +317,11 @@ def results_page(report: dict[str, object]) -> str:
     if report.get("predict"):
         lines += ["## `densevision predict` end to end", "", "| backend | frames | images/s |",
                   "|---|---|---|"]
-        lines += [f"| {r['backend']} | {r['frames']} | {r['images_per_s'] or r['error']} |"
-                  for r in report["predict"]]
-        lines.append("")
+        lines += [f"| {r['backend']} | {r['frames']} | "
+                  f"{r['error'] if r['error'] else format(r['images_per_s'], '.2f')} |"
+                  for r in report["predict"]]  # fmt: skip
+        lines += ["", "Every backend end to end on one trained run, against `--backend torch`: "
+                  "[predict-end-to-end.md](predict-end-to-end.md).", ""]  # fmt: skip
     lines += ["## Which backend on which CPU", "", *_advice(report), ""]
     return "\n".join(lines)
 
@@ -328,7 +330,8 @@ def _advice(report: dict[str, object]) -> list[str]:
     cpu = report["cpu"]
     lines = [
         "- **AMX or AVX512-BF16 (Xeon 4th gen and later, AMD Zen 4 and later)**: OpenVINO in bf16 (the "
-        "default precision there). int8 runs about as fast as bf16 on AMX; bf16 needs no calibration.",
+        "default precision there): it needs no calibration and keeps closer to float32 than int8, which can "
+        "be faster still (measured below).",
         "- **AVX2, or AVX-512 without bf16 (older Xeon, AMD Zen 2/3, desktops)**: OpenVINO int8 "
         "(`densevision export --int8`, NNCF calibration on the run's training images); else OpenVINO f32.",
         "- **ONNX Runtime** where OpenVINO is not available (non-x86 CPUs, or a runtime already in use).",
