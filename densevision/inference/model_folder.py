@@ -21,7 +21,8 @@ refused), ``task`` (``segmentation``, ``classification``, ``features`` or ``dete
 (``mean``, ``std``, ``input_size``, ``sliding_window``), ``input_shape`` (the exported input,
 (N, 3, H, W)), ``dynamic_axes``, ``outputs``, ``precision``, ``bf16`` (openvino: ``kept_in_f32``, the
 layers that run in f32 within bf16 inference), ``int8`` (with ``--int8``: its file, calibration images,
-class agreement and ``kept_in_float``, the layers left out of int8), ``densevision_version``, ``checkpoint``
+class agreement, ``kept_in_float``, the layers left out of int8, and for segmentation runs ``validation``,
+float32's and int8's mIoU on the run's validation split), ``densevision_version``, ``checkpoint``
 (file name and ``sha256``) and ``verification`` (the exported outputs against PyTorch's).
 """
 
