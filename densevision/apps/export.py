@@ -97,12 +97,17 @@ def spread(items: list, count: int) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, min(count, len(items))).round().astype(int)]
 
 
+def run_config_file(checkpoint: Path) -> Path:
+    """The ``config.yaml`` the fit that wrote ``checkpoint`` saved beside ``checkpoints/``."""
+    return checkpoint.resolve().parent.parent / "config.yaml"
+
+
 def calibration_images(spec: str, checkpoint: Path, preprocessing: Preprocessing) -> list[np.ndarray]:
     """``--calibration-images``: a folder, or N images of the run's training split (from the
     ``config.yaml`` the fit saved beside ``checkpoints/``), each preprocessed as prediction does."""
     if spec.isdigit():
         count = int(spec)
-        config_file = checkpoint.resolve().parent.parent / "config.yaml"
+        config_file = run_config_file(checkpoint)
         try:
             data = (yaml.safe_load(config_file.read_text()) or {})["data"]["init_args"]
             folder = Path(data["root"]) / data.get("train_split", "train")
@@ -119,8 +124,7 @@ def calibration_images(spec: str, checkpoint: Path, preprocessing: Preprocessing
 
 def _run_data(checkpoint: Path):
     """The data module of the fit that wrote ``checkpoint`` (its ``config.yaml``), built as fit built it."""
-    config_file = checkpoint.resolve().parent.parent / "config.yaml"
-    data = (yaml.safe_load(config_file.read_text()) or {})["data"]
+    data = (yaml.safe_load(run_config_file(checkpoint).read_text()) or {})["data"]
     if not str(data["class_path"]).startswith("densevision."):
         raise ValueError(f"data.class_path {data['class_path']!r} is not a densevision data module")
     from jsonargparse import ArgumentParser

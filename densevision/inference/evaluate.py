@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from densevision.metrics import (
     per_class_iou,
     segmentation_table,
 )
+
+if TYPE_CHECKING:
+    from densevision.inference.preprocessing import Preprocessing
 
 __all__ = [
     "EvaluationError",
@@ -132,7 +136,7 @@ def evaluate_segmentation_folders(
 def score_segmentation(
     forwards: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
     pairs: Iterable[tuple[np.ndarray, np.ndarray]],
-    preprocessing,
+    preprocessing: Preprocessing,
     *,
     num_classes: int,
     ignore_index: int | None = None,
@@ -144,7 +148,7 @@ def score_segmentation(
         forwards: name -> ``(N, 3, h, w) -> (N, C, h, w)`` logits function (``numpy_forward(run)`` for a
             backend); the first is the reference of ``pixel_agreement``.
         pairs: ((H, W, 3) uint8 RGB image, (H, W) int label) pairs.
-        preprocessing: a ``densevision.inference.preprocessing.Preprocessing``.
+        preprocessing: the run's preprocessing (``densevision.json``'s, or the task's).
 
     Returns:
         name -> ``{"mIoU", "pixel_accuracy", "pixel_agreement", "images"}``; ``pixel_agreement`` is the
